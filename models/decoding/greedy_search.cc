@@ -1,0 +1,42 @@
+#include <ATen/ATen.h>
+
+#include <limits>
+
+#include "models/decoding/search.h"
+#include "models/decoding/token_mask.h"
+
+namespace normserve {
+
+std::vector<Hypothesis> GreedySearch(const Transformer& model, const EncoderOutput& memory,
+                                     const std::vector<int64_t>& max_lengths) {
+  const SpecialTokens& special = model.config().special;
+  const auto batch = static_cast<int64_t>(max_lengths.size());
+  DecoderState state = model.StartDecoding(memory, batch);
+  std::vector<Hypothesis> out(batch);
+  std::vector<bool> finished(batch, false);
+  at::Tensor next = at::full({batch, 1}, special.eos, at::kLong);
+  int64_t remaining = batch;
+  for (int64_t step = 0; remaining > 0; ++step) {
+    at::Tensor logprobs = at::log_softmax(model.Decode(next, state).select(1, 0), -1);
+    MaskNonOutputTokens(logprobs, special);
+    ForceEosAtLimit(logprobs, step, max_lengths, special.eos);
+    const auto [best, index] = logprobs.max(-1);
+    const auto best_a = best.accessor<float, 1>();
+    const auto index_a = index.accessor<int64_t, 1>();
+    for (int64_t b = 0; b < batch; ++b) {
+      if (finished[b]) continue;
+      out[b].logprob += best_a[b];
+      if (index_a[b] == special.eos) {
+        finished[b] = true;
+        --remaining;
+        out[b].score = out[b].logprob / static_cast<double>(out[b].tokens.size() + 1);
+      } else {
+        out[b].tokens.push_back(index_a[b]);
+      }
+    }
+    next = index.masked_fill(index.eq(special.eos), special.pad).unsqueeze(1);
+  }
+  return out;
+}
+
+}  // namespace normserve

@@ -1,0 +1,44 @@
+// Greedy and beam search over a Transformer, and forced-decoding scores. The caller has
+// already tokenized and checked the inputs; these work on token ids.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <vector>
+
+#include "models/transformer/transformer.h"
+
+namespace normserve {
+
+struct Hypothesis {
+  std::vector<int64_t> tokens;  // without the closing </s>
+  double logprob = 0;           // sum over the tokens and </s>
+  double score = 0;             // logprob / (tokens + 1)^length_penalty
+};
+
+struct BeamOptions {
+  int64_t beam_size = 4;
+  int64_t n_best = 1;
+  double length_penalty = 1.0;
+};
+
+// `memory` is the batch's encoder output. max_lengths[i] bounds sentence i's output tokens:
+// </s> is forced after that many.
+std::vector<Hypothesis> GreedySearch(const Transformer& model, const EncoderOutput& memory,
+                                     const std::vector<int64_t>& max_lengths);
+
+std::vector<std::vector<Hypothesis>> BeamSearch(const Transformer& model,
+                                                const EncoderOutput& memory,
+                                                const std::vector<int64_t>& max_lengths,
+                                                const BeamOptions& options);
+
+// Log-probabilities of each target sequence (its tokens then </s>), by one forced-decoding
+// pass; `memory` is the batch's encoder output for transformer_mt, empty for an LM.
+std::vector<std::vector<double>> ScoreTargets(const Transformer& model,
+                                              const EncoderOutput& memory,
+                                              const std::vector<std::vector<int64_t>>& targets);
+
+// Pads sequences on the right into a [B, T] int64 tensor.
+at::Tensor PadBatch(const std::vector<std::vector<int64_t>>& sequences, int64_t pad);
+
+}  // namespace normserve

@@ -1,0 +1,20 @@
+// Constraints every search applies to a step's log-probabilities [rows, V].
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <vector>
+
+#include "models/io/model_config.h"
+
+namespace normserve {
+
+// <pad> and <s> are never outputs.
+void MaskNonOutputTokens(at::Tensor& logprobs, const SpecialTokens& special);
+
+// Rows whose sentence has reached its length limit may only emit </s>. Row r belongs to
+// sentence r / (rows / max_lengths.size()), so beam rows share their sentence's limit.
+void ForceEosAtLimit(at::Tensor& logprobs, int64_t step, const std::vector<int64_t>& max_lengths,
+                     int64_t eos);
+
+}  // namespace normserve

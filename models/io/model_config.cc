@@ -1,0 +1,270 @@
+#include "models/io/model_config.h"
+
+#include <algorithm>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "models/errors.h"
+
+namespace normserve {
+namespace {
+
+using nlohmann::json;
+
+constexpr NormSite kAllSites[] = {NormSite::kEncoderSelfAttn,  NormSite::kEncoderFfn,
+                                  NormSite::kDecoderSelfAttn,  NormSite::kDecoderCrossAttn,
+                                  NormSite::kDecoderFfn,       NormSite::kFinal};
+
+class Reader {
+ public:
+  Reader(const json& root, std::string source) : root_(root), source_(std::move(source)) {}
+
+  [[noreturn]] void Fail(const std::string& field, const std::string& problem) const {
+    throw ModelLoadError(source_ + ": '" + field + "' " + problem);
+  }
+
+  template <typename T>
+  T Get(const json& obj, const std::string& field, const T& fallback, const std::string& path) const {
+    auto it = obj.find(field);
+    if (it == obj.end()) return fallback;
+    try {
+      return it->get<T>();
+    } catch (const json::exception&) {
+      Fail(path, "has the wrong type: " + it->dump());
+    }
+  }
+  template <typename T>
+  T Get(const std::string& field, const T& fallback) const {
+    return Get(root_, field, fallback, field);
+  }
+  int64_t Positive(const std::string& field, int64_t fallback, int64_t max) const {
+    const int64_t v = Get<int64_t>(field, fallback);
+    if (v < 1 || v > max) Fail(field, "must be in 1.." + std::to_string(max) + ", got " + std::to_string(v));
+    return v;
+  }
+
+  NormConfig Norm(const json& obj, const std::string& path) const {
+    if (!obj.is_object()) Fail(path, "must be an object like {\"type\": \"rmsnorm\"}");
+    NormConfig c;
+    const std::string type = Get<std::string>(obj, "type", "", path + ".type");
+    const auto kind = ParseNormKind(type);
+    if (!kind) {
+      Fail(path + ".type", "is '" + type +
+                               "'; use layernorm, rmsnorm, prmsnorm, powernorm or batchnorm");
+    }
+    c.kind = *kind;
+    c.eps = Get<double>(obj, "eps", c.eps, path + ".eps");
+    c.bias = Get<bool>(obj, "bias", c.bias, path + ".bias");
+    c.partial = Get<double>(obj, "p", c.partial, path + ".p");
+    const std::string rounding = Get<std::string>(obj, "k_rounding", "ceil", path + ".k_rounding");
+    if (rounding != "ceil" && rounding != "floor") Fail(path + ".k_rounding", "must be ceil or floor");
+    c.partial_round_up = rounding == "ceil";
+    const std::string eps_at = Get<std::string>(obj, "eps_placement", "inside_sqrt", path + ".eps_placement");
+    if (eps_at != "inside_sqrt" && eps_at != "outside_sqrt") {
+      Fail(path + ".eps_placement", "must be inside_sqrt or outside_sqrt");
+    }
+    c.eps_inside_sqrt = eps_at == "inside_sqrt";
+    c.groups = Get<int64_t>(obj, "groups", c.groups, path + ".groups");
+    c.group_eps = Get<double>(obj, "group_eps", c.group_eps, path + ".group_eps");
+    if (!(c.eps > 0) || !(c.group_eps > 0)) Fail(path + ".eps", "must be positive");
+    if (!(c.partial > 0 && c.partial <= 1)) Fail(path + ".p", "must be in (0, 1]");
+    if (c.groups < 1) Fail(path + ".groups", "must be at least 1");
+    return c;
+  }
+
+  const json& root() const { return root_; }
+
+ private:
+  const json& root_;
+  std::string source_;
+};
+
+json NormToJson(const NormConfig& c) {
+  json j = {{"type", NormKindName(c.kind)}, {"eps", c.eps}};
+  if (c.kind == NormKind::kRMSNorm || c.kind == NormKind::kPartialRMSNorm) {
+    j["bias"] = c.bias;
+    j["eps_placement"] = c.eps_inside_sqrt ? "inside_sqrt" : "outside_sqrt";
+  }
+  if (c.kind == NormKind::kPartialRMSNorm) {
+    j["p"] = c.partial;
+    j["k_rounding"] = c.partial_round_up ? "ceil" : "floor";
+  }
+  if (c.kind == NormKind::kPowerNorm) {
+    j["groups"] = c.groups;
+    j["group_eps"] = c.group_eps;
+  }
+  return j;
+}
+
+}  // namespace
+
+const char* NormSiteName(NormSite site) {
+  switch (site) {
+    case NormSite::kEncoderSelfAttn: return "encoder_self_attn";
+    case NormSite::kEncoderFfn: return "encoder_ffn";
+    case NormSite::kDecoderSelfAttn: return "decoder_self_attn";
+    case NormSite::kDecoderCrossAttn: return "decoder_cross_attn";
+    case NormSite::kDecoderFfn: return "decoder_ffn";
+    case NormSite::kFinal: return "final";
+  }
+  return "?";
+}
+
+std::vector<NormSite> ModelConfig::sites() const {
+  std::vector<NormSite> out;
+  for (NormSite s : kAllSites) {
+    const bool encoder = s == NormSite::kEncoderSelfAttn || s == NormSite::kEncoderFfn;
+    const bool cross = s == NormSite::kDecoderCrossAttn;
+    if ((encoder || cross) && !is_mt()) continue;
+    if (s == NormSite::kFinal && !normalize_before) continue;  // post-norm has no final norm
+    out.push_back(s);
+  }
+  return out;
+}
+
+std::string ModelConfig::norm_label() const {
+  std::vector<std::string_view> seen;
+  for (NormSite s : sites()) {
+    const std::string_view name = NormKindName(norm(s).kind);
+    if (std::find(seen.begin(), seen.end(), name) == seen.end()) seen.push_back(name);
+  }
+  std::string label;
+  for (auto name : seen) label += (label.empty() ? "" : "+") + std::string(name);
+  return label;
+}
+
+ModelConfig ParseModelConfig(const std::string& json_text, const std::string& source) {
+  json root;
+  try {
+    root = json::parse(json_text);
+  } catch (const json::exception& e) {
+    throw ModelLoadError(source + ": not valid JSON: " + e.what());
+  }
+  if (!root.is_object()) throw ModelLoadError(source + ": must be a JSON object");
+  Reader r(root, source);
+  ModelConfig c;
+  const std::string arch = r.Get<std::string>("architecture", "");
+  if (arch == "transformer_mt") c.architecture = Architecture::kTransformerMT;
+  else if (arch == "transformer_lm") c.architecture = Architecture::kTransformerLM;
+  else r.Fail("architecture", "is '" + arch + "'; use transformer_mt or transformer_lm");
+
+  c.embed_dim = r.Positive("embed_dim", c.embed_dim, 1 << 16);
+  c.ffn_dim = r.Positive("ffn_dim", c.ffn_dim, 1 << 18);
+  c.attention_heads = r.Positive("attention_heads", c.attention_heads, 1024);
+  if (c.embed_dim % c.attention_heads != 0) {
+    r.Fail("attention_heads", "must divide embed_dim " + std::to_string(c.embed_dim));
+  }
+  if (c.embed_dim % 2 != 0) r.Fail("embed_dim", "must be even for sinusoidal positions");
+  c.decoder_layers = r.Positive("decoder_layers", c.decoder_layers, 256);
+  c.normalize_before = r.Get<bool>("normalize_before", c.normalize_before);
+  c.activation = r.Get<std::string>("activation", c.activation);
+  if (c.activation != "relu" && c.activation != "gelu") r.Fail("activation", "must be relu or gelu");
+  c.max_positions = r.Positive("max_positions", c.max_positions, 1 << 20);
+  const std::string positions = r.Get<std::string>("positions", "sinusoidal");
+  if (positions != "sinusoidal") r.Fail("positions", "must be sinusoidal");
+
+  const json& tok = root.contains("tokenizer") ? root["tokenizer"] : json::object();
+  if (!tok.is_object()) r.Fail("tokenizer", "must be an object of file names");
+  if (c.is_mt()) {
+    c.encoder_layers = r.Positive("encoder_layers", c.encoder_layers, 256);
+    c.share_all_embeddings = r.Get<bool>("share_all_embeddings", c.share_all_embeddings);
+    c.source_vocab_size = r.Positive("source_vocab_size", 0, 1 << 24);
+    c.target_vocab_size = r.Positive("target_vocab_size", 0, 1 << 24);
+    c.source_tokenizer = r.Get<std::string>(tok, "source", "", "tokenizer.source");
+    c.target_tokenizer = r.Get<std::string>(tok, "target", "", "tokenizer.target");
+    if (c.share_all_embeddings && c.source_vocab_size != c.target_vocab_size) {
+      r.Fail("share_all_embeddings", "needs source_vocab_size == target_vocab_size");
+    }
+  } else {
+    c.encoder_layers = 0;
+    c.target_vocab_size = r.Positive("vocab_size", 0, 1 << 24);
+    c.target_tokenizer = r.Get<std::string>(tok, "model", "", "tokenizer.model");
+  }
+  if (c.target_tokenizer.empty() || (c.is_mt() && c.source_tokenizer.empty())) {
+    r.Fail("tokenizer", c.is_mt() ? "must name source and target SentencePiece files"
+                                  : "must name the SentencePiece file as {\"model\": ...}");
+  }
+  c.share_decoder_input_output_embed =
+      r.Get<bool>("share_decoder_input_output_embed", c.share_decoder_input_output_embed);
+
+  const json& special = root.contains("special_tokens") ? root["special_tokens"] : json::object();
+  c.special.bos = r.Get<int64_t>(special, "bos", c.special.bos, "special_tokens.bos");
+  c.special.pad = r.Get<int64_t>(special, "pad", c.special.pad, "special_tokens.pad");
+  c.special.eos = r.Get<int64_t>(special, "eos", c.special.eos, "special_tokens.eos");
+  c.special.unk = r.Get<int64_t>(special, "unk", c.special.unk, "special_tokens.unk");
+  for (int64_t id : {c.special.bos, c.special.pad, c.special.eos, c.special.unk}) {
+    if (id < 0 || id >= c.target_vocab_size) r.Fail("special_tokens", "ids must be inside the vocabulary");
+  }
+
+  if (!root.contains("norm") || !root["norm"].is_object()) {
+    r.Fail("norm", "must be an object: {\"default\": {\"type\": ...}, <site>: {...}}");
+  }
+  const json& norm = root["norm"];
+  for (const auto& [key, value] : norm.items()) {
+    bool known = key == "default";
+    for (NormSite s : kAllSites) known = known || key == NormSiteName(s);
+    if (!known) {
+      r.Fail("norm." + key, "is not a norm site; use default, encoder_self_attn, encoder_ffn, "
+                            "decoder_self_attn, decoder_cross_attn, decoder_ffn or final");
+    }
+  }
+  const bool has_default = norm.contains("default");
+  for (NormSite s : c.sites()) {
+    const std::string name = NormSiteName(s);
+    if (norm.contains(name)) {
+      c.norms[s] = r.Norm(norm[name], "norm." + name);
+    } else if (s == NormSite::kDecoderCrossAttn && norm.contains("decoder_self_attn")) {
+      c.norms[s] = r.Norm(norm["decoder_self_attn"], "norm.decoder_self_attn");
+    } else if (has_default) {
+      c.norms[s] = r.Norm(norm["default"], "norm.default");
+    } else {
+      r.Fail("norm." + name, "is missing and there is no norm.default");
+    }
+    const NormConfig& nc = c.norms[s];
+    if (nc.kind == NormKind::kPowerNorm && c.embed_dim % nc.groups != 0) {
+      r.Fail("norm." + name + ".groups", "must divide embed_dim " + std::to_string(c.embed_dim));
+    }
+  }
+  return c;
+}
+
+ModelConfig LoadModelConfig(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) throw ModelLoadError(path + ": cannot open");
+  std::stringstream text;
+  text << in.rdbuf();
+  return ParseModelConfig(text.str(), path);
+}
+
+std::string ModelConfigToJson(const ModelConfig& c) {
+  json j;
+  j["architecture"] = c.is_mt() ? "transformer_mt" : "transformer_lm";
+  j["embed_dim"] = c.embed_dim;
+  j["ffn_dim"] = c.ffn_dim;
+  j["attention_heads"] = c.attention_heads;
+  if (c.is_mt()) j["encoder_layers"] = c.encoder_layers;
+  j["decoder_layers"] = c.decoder_layers;
+  j["normalize_before"] = c.normalize_before;
+  j["activation"] = c.activation;
+  j["positions"] = "sinusoidal";
+  j["max_positions"] = c.max_positions;
+  if (c.is_mt()) {
+    j["share_all_embeddings"] = c.share_all_embeddings;
+    j["source_vocab_size"] = c.source_vocab_size;
+    j["target_vocab_size"] = c.target_vocab_size;
+    j["tokenizer"] = {{"source", c.source_tokenizer}, {"target", c.target_tokenizer}};
+  } else {
+    j["vocab_size"] = c.target_vocab_size;
+    j["tokenizer"] = {{"model", c.target_tokenizer}};
+  }
+  j["share_decoder_input_output_embed"] = c.share_decoder_input_output_embed;
+  j["special_tokens"] = {{"bos", c.special.bos}, {"pad", c.special.pad},
+                         {"eos", c.special.eos}, {"unk", c.special.unk}};
+  json norm = json::object();
+  for (const auto& [site, nc] : c.norms) norm[NormSiteName(site)] = NormToJson(nc);
+  j["norm"] = norm;
+  return j.dump(2) + "\n";
+}
+
+}  // namespace normserve

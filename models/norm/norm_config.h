@@ -1,0 +1,40 @@
+// Which normalization a norm site uses, and its hyper-parameters (DESIGN.md section 3).
+// Plain data, no torch: the config parser and the server use it too.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+
+namespace normserve {
+
+enum class NormKind { kLayerNorm, kRMSNorm, kPartialRMSNorm, kPowerNorm, kBatchNorm };
+
+// "layernorm", "rmsnorm", "prmsnorm", "powernorm", "batchnorm": the names of config.json and
+// of the metrics' norm label.
+std::string_view NormKindName(NormKind kind);
+std::optional<NormKind> ParseNormKind(std::string_view name);
+
+struct NormConfig {
+  NormKind kind = NormKind::kLayerNorm;
+  double eps = 1e-5;
+  // RMSNorm and pRMSNorm may come without a bias; the other kinds always have one.
+  bool bias = true;
+  // pRMSNorm: the RMS comes from the first k channels, k = ceil(p*d) as in the paper, or
+  // floor(p*d) as in the authors' code (partial_round_up = false).
+  double partial = 0.0625;
+  bool partial_round_up = true;
+  // (R)MS normalizers divide by sqrt(ms + eps); the RMSNorm authors' code divides by
+  // sqrt(ms) + eps. Both are served so that either checkpoint converts exactly.
+  bool eps_inside_sqrt = true;
+  // PowerNorm: group scaling over `groups` equal channel groups, each divided by
+  // sqrt(mean(x^2) + group_eps), before the folded running-phi scale.
+  int64_t groups = 1;
+  double group_eps = 1e-5;
+};
+
+// The number of leading channels whose mean square normalizes a pRMSNorm row of size d.
+int64_t PartialChannels(const NormConfig& config, int64_t d);
+
+}  // namespace normserve

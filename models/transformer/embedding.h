@@ -1,0 +1,35 @@
+// Token embeddings scaled by sqrt(d) plus fairseq's sinusoidal positions: half sines then
+// half cosines, positions counted from padding_idx + 1.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <string>
+
+namespace normserve {
+
+class WeightStore;
+
+// The [num_positions, dim] table of fairseq's SinusoidalPositionalEmbedding (row padding_idx
+// is zero).
+at::Tensor SinusoidalTable(int64_t num_positions, int64_t dim, int64_t padding_idx);
+
+class TokenEmbedding {
+ public:
+  TokenEmbedding() = default;
+  // `table` is [vocab, dim]; positions cover sequences of up to max_positions tokens.
+  TokenEmbedding(at::Tensor table, int64_t max_positions, int64_t padding_idx);
+
+  // tokens [B, T] whose first token sits at position `offset` of its sequence.
+  at::Tensor operator()(const at::Tensor& tokens, int64_t offset) const;
+  const at::Tensor& table() const { return table_; }
+  void To(const at::Device& device);
+
+ private:
+  at::Tensor table_;
+  at::Tensor positions_;
+  int64_t padding_idx_ = 1;
+  double scale_ = 1.0;
+};
+
+}  // namespace normserve

@@ -1,0 +1,244 @@
+#include "models/transformer/transformer.h"
+
+#include <ATen/ATen.h>
+
+#include <functional>
+#include <limits>
+
+#include "models/io/weight_store.h"
+#include "models/norm/norm.h"
+#include "models/transformer/embedding.h"
+
+namespace normserve {
+namespace {
+
+class FeedForward {
+ public:
+  FeedForward() = default;
+  FeedForward(const ModelConfig& c, WeightStore& store, const std::string& prefix)
+      : gelu_(c.activation == "gelu"),
+        w1_(store.Take(prefix + ".fc1.weight", {c.ffn_dim, c.embed_dim})),
+        b1_(store.Take(prefix + ".fc1.bias", {c.ffn_dim})),
+        w2_(store.Take(prefix + ".fc2.weight", {c.embed_dim, c.ffn_dim})),
+        b2_(store.Take(prefix + ".fc2.bias", {c.embed_dim})) {}
+
+  at::Tensor operator()(const at::Tensor& x) const {
+    const at::Tensor h = at::linear(x, w1_, b1_);
+    return at::linear(gelu_ ? at::gelu(h) : at::relu(h), w2_, b2_);
+  }
+  void To(const at::Device& d) {
+    for (at::Tensor* t : {&w1_, &b1_, &w2_, &b2_}) *t = t->to(d);
+  }
+
+ private:
+  bool gelu_ = false;
+  at::Tensor w1_, b1_, w2_, b2_;
+};
+
+// One residual block: out = fn(normalized or raw input), added back to the stream.
+struct Sublayer {
+  const Norm* norm;
+  std::function<at::Tensor(const at::Tensor&)> fn;
+};
+
+// Runs residual blocks over the stream x (which it updates in place). Pre-norm normalizes
+// each block's input and ends with the final norm; post-norm normalizes after each add. Every
+// add that precedes a norm goes through the fused add-and-normalize.
+at::Tensor RunSublayers(at::Tensor x, const std::vector<Sublayer>& blocks, const Norm* final_norm,
+                        bool pre_norm) {
+  if (pre_norm) {
+    at::Tensor h = (*blocks.front().norm)(x);
+    for (size_t k = 0; k < blocks.size(); ++k) {
+      const at::Tensor out = blocks[k].fn(h);
+      const Norm* next = k + 1 < blocks.size() ? blocks[k + 1].norm : final_norm;
+      h = next->AddAndNormalize(out, x);
+    }
+    return h;
+  }
+  for (const Sublayer& block : blocks) {
+    const at::Tensor out = block.fn(x);
+    x = block.norm->AddAndNormalize(out, x);
+  }
+  return x;
+}
+
+struct EncoderLayer {
+  MultiheadAttention self_attn;
+  Norm self_attn_norm, ffn_norm;
+  FeedForward ffn;
+};
+
+struct DecoderLayer {
+  MultiheadAttention self_attn, cross_attn;
+  Norm self_attn_norm, cross_attn_norm, ffn_norm;
+  FeedForward ffn;
+};
+
+at::Tensor CausalMask(int64_t new_steps, int64_t past_steps, const at::TensorOptions& options) {
+  // Row i (absolute step past+i) sees keys 0..past+i.
+  return at::full({new_steps, past_steps + new_steps}, -std::numeric_limits<float>::infinity(),
+                  options)
+      .triu(past_steps + 1);
+}
+
+}  // namespace
+
+struct Transformer::Layers {
+  TokenEmbedding source_embedding, target_embedding;
+  std::vector<EncoderLayer> encoder;
+  std::vector<DecoderLayer> decoder;
+  Norm encoder_final, decoder_final;
+  at::Tensor output_projection;  // [V, D]
+};
+
+EncoderOutput EncoderOutput::Expand(int64_t times) const {
+  return {states.repeat_interleave(times, 0), memory_mask.repeat_interleave(times, 0)};
+}
+
+void DecoderState::Reorder(const at::Tensor& index) {
+  for (KVCache& c : self_attention) c.Reorder(index);
+  for (KVCache& c : cross_attention) c.Reorder(index);
+  if (memory.states.defined()) {
+    memory.states = memory.states.index_select(0, index);
+    memory.memory_mask = memory.memory_mask.index_select(0, index);
+  }
+}
+
+Transformer::Transformer(const ModelConfig& c, WeightStore& store)
+    : config_(c), layers_(std::make_unique<Layers>()) {
+  const int64_t d = c.embed_dim;
+  auto& L = *layers_;
+  const auto layer_norm = [&](NormSite site, const std::string& prefix) {
+    return Norm(c.norm(site), d, store, prefix);
+  };
+  at::Tensor target_table;
+  if (c.is_mt()) {
+    const at::Tensor source_table =
+        store.Take("encoder.embed_tokens.weight", {c.source_vocab_size, d});
+    L.source_embedding = TokenEmbedding(source_table, c.max_positions, c.special.pad);
+    target_table = c.share_all_embeddings
+                       ? source_table
+                       : store.Take("decoder.embed_tokens.weight", {c.target_vocab_size, d});
+    for (int64_t i = 0; i < c.encoder_layers; ++i) {
+      const std::string p = "encoder.layers." + std::to_string(i);
+      L.encoder.push_back({MultiheadAttention(d, c.attention_heads, store, p + ".self_attn"),
+                           layer_norm(NormSite::kEncoderSelfAttn, p + ".self_attn_layer_norm"),
+                           layer_norm(NormSite::kEncoderFfn, p + ".final_layer_norm"),
+                           FeedForward(c, store, p)});
+    }
+    if (c.normalize_before) L.encoder_final = layer_norm(NormSite::kFinal, "encoder.layer_norm");
+  } else {
+    target_table = store.Take("decoder.embed_tokens.weight", {c.target_vocab_size, d});
+  }
+  L.target_embedding = TokenEmbedding(target_table, c.max_positions, c.special.pad);
+  for (int64_t i = 0; i < c.decoder_layers; ++i) {
+    const std::string p = "decoder.layers." + std::to_string(i);
+    DecoderLayer layer;
+    layer.self_attn = MultiheadAttention(d, c.attention_heads, store, p + ".self_attn");
+    layer.self_attn_norm = layer_norm(NormSite::kDecoderSelfAttn, p + ".self_attn_layer_norm");
+    if (c.is_mt()) {
+      layer.cross_attn = MultiheadAttention(d, c.attention_heads, store, p + ".encoder_attn");
+      layer.cross_attn_norm =
+          layer_norm(NormSite::kDecoderCrossAttn, p + ".encoder_attn_layer_norm");
+    }
+    layer.ffn = FeedForward(c, store, p);
+    layer.ffn_norm = layer_norm(NormSite::kDecoderFfn, p + ".final_layer_norm");
+    L.decoder.push_back(std::move(layer));
+  }
+  if (c.normalize_before) L.decoder_final = layer_norm(NormSite::kFinal, "decoder.layer_norm");
+  L.output_projection = c.share_decoder_input_output_embed
+                            ? target_table
+                            : store.Take("decoder.output_projection.weight", {c.target_vocab_size, d});
+  store.CheckAllTaken();
+  parameters_ = store.TakenElements();
+}
+
+Transformer::~Transformer() = default;
+Transformer::Transformer(Transformer&&) noexcept = default;
+
+EncoderOutput Transformer::Encode(const at::Tensor& tokens) const {
+  const auto& L = *layers_;
+  const at::Tensor padding = tokens.eq(config_.special.pad);
+  const at::Tensor mask =
+      at::zeros(padding.sizes(), L.source_embedding.table().options())
+          .masked_fill(padding, -std::numeric_limits<float>::infinity())
+          .view({tokens.size(0), 1, 1, tokens.size(1)});
+  std::vector<Sublayer> blocks;
+  for (const EncoderLayer& layer : L.encoder) {
+    blocks.push_back({&layer.self_attn_norm, [&layer, &mask](const at::Tensor& h) {
+                        return layer.self_attn.SelfAttention(h, mask, nullptr);
+                      }});
+    blocks.push_back({&layer.ffn_norm, [&layer](const at::Tensor& h) { return layer.ffn(h); }});
+  }
+  const at::Tensor states = RunSublayers(L.source_embedding(tokens, 0), blocks, &L.encoder_final,
+                                         config_.normalize_before);
+  return {states, mask};
+}
+
+DecoderState Transformer::StartDecoding(EncoderOutput memory, int64_t batch) const {
+  DecoderState state;
+  state.self_attention.resize(layers_->decoder.size());
+  if (config_.is_mt()) {
+    TORCH_CHECK(memory.states.size(0) == batch, "encoder output batch mismatch");
+    state.cross_attention.resize(layers_->decoder.size());
+    state.memory = std::move(memory);
+  }
+  return state;
+}
+
+at::Tensor Transformer::Decode(const at::Tensor& tokens, DecoderState& state) const {
+  const auto& L = *layers_;
+  const int64_t new_steps = tokens.size(1);
+  if (state.steps + new_steps > config_.max_positions) {
+    throw std::out_of_range("decoding past max_positions " + std::to_string(config_.max_positions));
+  }
+  const at::Tensor x = L.target_embedding(tokens, state.steps);
+  const at::Tensor causal =
+      new_steps > 1 ? CausalMask(new_steps, state.steps, x.options()) : at::Tensor();
+  std::vector<Sublayer> blocks;
+  for (size_t i = 0; i < L.decoder.size(); ++i) {
+    const DecoderLayer& layer = L.decoder[i];
+    KVCache* self_cache = &state.self_attention[i];
+    blocks.push_back({&layer.self_attn_norm, [&layer, &causal, self_cache](const at::Tensor& h) {
+                        return layer.self_attn.SelfAttention(h, causal, self_cache);
+                      }});
+    if (config_.is_mt()) {
+      KVCache* cross_cache = &state.cross_attention[i];
+      blocks.push_back({&layer.cross_attn_norm,
+                        [&layer, &state, cross_cache](const at::Tensor& h) {
+                          return layer.cross_attn.CrossAttention(h, state.memory.states,
+                                                                 state.memory.memory_mask,
+                                                                 *cross_cache);
+                        }});
+    }
+    blocks.push_back({&layer.ffn_norm, [&layer](const at::Tensor& h) { return layer.ffn(h); }});
+  }
+  const at::Tensor h = RunSublayers(x, blocks, &L.decoder_final, config_.normalize_before);
+  state.steps += new_steps;
+  return at::linear(h, L.output_projection).to(at::kFloat);
+}
+
+void Transformer::To(const at::Device& device) {
+  auto& L = *layers_;
+  L.source_embedding.To(device);
+  L.target_embedding.To(device);
+  for (EncoderLayer& l : L.encoder) {
+    l.self_attn.To(device);
+    l.self_attn_norm.To(device);
+    l.ffn_norm.To(device);
+    l.ffn.To(device);
+  }
+  for (DecoderLayer& l : L.decoder) {
+    l.self_attn.To(device);
+    l.cross_attn.To(device);
+    l.self_attn_norm.To(device);
+    l.cross_attn_norm.To(device);
+    l.ffn_norm.To(device);
+    l.ffn.To(device);
+  }
+  L.encoder_final.To(device);
+  L.decoder_final.To(device);
+  L.output_projection = L.output_projection.to(device);
+}
+
+}  // namespace normserve

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Installs the Debian packages normserve builds and tests with (DESIGN.md section 2).
+# Idempotent: packages already present are skipped, so a warm machine pays nothing.
+set -euo pipefail
+
+packages=(
+  cmake g++ make pkg-config python3
+  libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
+  libtorch-dev prometheus-cpp-dev nlohmann-json3-dev libgtest-dev
+  libsentencepiece-dev sentencepiece
+  # BLIS, not OpenBLAS: OpenBLAS's thread-local storage overflows civetweb's small thread
+  # stacks and the metrics exposer fails to start.
+  libblis4-openmp
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "install-deps: installing ${missing[*]}"
+  sudo_cmd=()
+  [ "$(id -u)" -eq 0 ] || sudo_cmd=(sudo)
+  "${sudo_cmd[@]}" apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends \
+    "${missing[@]}" >/dev/null
+fi
+echo "install-deps: all packages present"
