@@ -1,0 +1,29 @@
+// The normserve CLI's command line: global flags, a command, its flags and its texts.
+#pragma once
+
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace normserve::cli {
+
+struct Args {
+  std::string server = "127.0.0.1:50051";
+  bool json = false;
+  double timeout_secs = 60;
+  std::string command;
+  std::map<std::string, std::string> flags;  // command flags, without the leading --
+  std::vector<std::string> texts;            // arguments, else lines of stdin
+
+  std::optional<std::string> Flag(const std::string& name) const;
+  // The flag as a number, checked; throws std::invalid_argument naming it.
+  std::optional<double> Number(const std::string& name) const;
+};
+
+// Throws std::invalid_argument with a message for the user; returns nullopt for --help.
+std::optional<Args> ParseArgs(const std::vector<std::string>& argv);
+
+extern const char kUsage[];
+
+}  // namespace normserve::cli

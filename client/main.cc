@@ -1,0 +1,216 @@
+// normserve: the command-line client of normserved.
+#include <google/protobuf/util/json_util.h>
+#include <grpcpp/grpcpp.h>
+
+#include <chrono>
+#include <cstdio>
+#include <iostream>
+
+#include "client/cli_args.h"
+#include "grpc/health/v1/health.grpc.pb.h"
+#include "normserve/v1/normserve.grpc.pb.h"
+
+namespace normserve::cli {
+namespace {
+
+namespace v1 = normserve::v1;
+
+constexpr const char* kCodeNames[] = {
+    "OK",        "CANCELLED",          "UNKNOWN",           "INVALID_ARGUMENT", "DEADLINE_EXCEEDED",
+    "NOT_FOUND", "ALREADY_EXISTS",     "PERMISSION_DENIED", "RESOURCE_EXHAUSTED",
+    "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE",       "UNIMPLEMENTED",    "INTERNAL",
+    "UNAVAILABLE", "DATA_LOSS",        "UNAUTHENTICATED"};
+
+class UsageError : public std::invalid_argument {
+ public:
+  using std::invalid_argument::invalid_argument;
+};
+
+int Fail(const grpc::Status& status) {
+  const int code = status.error_code();
+  std::cerr << "error: " << (code >= 0 && code <= 16 ? kCodeNames[code] : "UNKNOWN") << ": "
+            << status.error_message() << "\n";
+  return 1;
+}
+
+void SetDeadline(grpc::ClientContext* context, const Args& args) {
+  context->set_deadline(std::chrono::system_clock::now() +
+                        std::chrono::milliseconds(static_cast<int64_t>(args.timeout_secs * 1000)));
+}
+
+void PrintJson(const google::protobuf::Message& message) {
+  std::string json;
+  google::protobuf::util::JsonPrintOptions options;
+  options.add_whitespace = false;
+  options.preserve_proto_field_names = true;
+  (void)google::protobuf::util::MessageToJsonString(message, &json, options);
+  std::cout << json << "\n";
+}
+
+std::string RequireModel(const Args& args) {
+  const auto model = args.Flag("model");
+  if (!model || model->empty()) throw UsageError(args.command + " needs --model NAME");
+  return *model;
+}
+
+uint32_t Unsigned(const Args& args, const std::string& name) {
+  const double v = *args.Number(name);
+  if (v < 0 || v != static_cast<double>(static_cast<uint32_t>(v))) {
+    throw UsageError("--" + name + " needs a non-negative integer");
+  }
+  return static_cast<uint32_t>(v);
+}
+
+int Translate(v1::NormServe::Stub& stub, const Args& args) {
+  v1::TranslateRequest request;
+  request.set_model(RequireModel(args));
+  for (const auto& t : args.texts) request.add_texts(t);
+  auto* options = request.mutable_options();
+  if (args.Flag("beam")) options->set_beam_size(Unsigned(args, "beam"));
+  if (args.Flag("n-best")) options->set_n_best(Unsigned(args, "n-best"));
+  if (args.Flag("length-penalty")) options->set_length_penalty(*args.Number("length-penalty"));
+  if (args.Flag("max-length-a")) options->set_max_length_a(*args.Number("max-length-a"));
+  if (args.Flag("max-length-b")) options->set_max_length_b(Unsigned(args, "max-length-b"));
+  options->set_return_tokens(args.Flag("tokens").has_value());
+
+  grpc::ClientContext context;
+  SetDeadline(&context, args);
+  v1::TranslateResponse response;
+  const grpc::Status status = stub.Translate(&context, request, &response);
+  if (!status.ok()) return Fail(status);
+  if (args.json) {
+    PrintJson(response);
+    return 0;
+  }
+  for (const auto& translation : response.translations()) {
+    const bool several = translation.hypotheses_size() > 1;
+    for (const auto& h : translation.hypotheses()) {
+      if (several) std::printf("%.4f\t", h.score());
+      std::cout << h.text() << "\n";
+      if (h.tokens_size() > 0) {
+        std::cout << "  tokens:";
+        for (const auto& t : h.tokens()) std::cout << " " << t;
+        std::cout << "\n";
+      }
+    }
+    if (several) std::cout << "\n";
+  }
+  return 0;
+}
+
+int Score(v1::NormServe::Stub& stub, const Args& args) {
+  v1::ScoreRequest request;
+  request.set_model(RequireModel(args));
+  // Which field to fill depends on the model's architecture, so ask the server first.
+  v1::ModelInfo info;
+  {
+    grpc::ClientContext context;
+    SetDeadline(&context, args);
+    v1::GetModelRequest get;
+    get.set_model(request.model());
+    const grpc::Status status = stub.GetModel(&context, get, &info);
+    if (!status.ok()) return Fail(status);
+  }
+  const bool pairs = info.architecture() == "transformer_mt";
+  for (const std::string& text : args.texts) {
+    if (!pairs) {
+      request.add_texts(text);
+      continue;
+    }
+    const size_t tab = text.find('\t');
+    if (tab == std::string::npos) {
+      throw UsageError("model '" + request.model() +
+                       "' translates: give each text as SOURCE<TAB>TARGET");
+    }
+    auto* pair = request.add_pairs();
+    pair->set_source(text.substr(0, tab));
+    pair->set_target(text.substr(tab + 1));
+  }
+  grpc::ClientContext context;
+  SetDeadline(&context, args);
+  v1::ScoreResponse response;
+  const grpc::Status status = stub.Score(&context, request, &response);
+  if (!status.ok()) return Fail(status);
+  if (args.json) {
+    PrintJson(response);
+    return 0;
+  }
+  for (int i = 0; i < response.results_size(); ++i) {
+    const auto& r = response.results(i);
+    if (i > 0) std::cout << "\n";
+    for (const auto& t : r.tokens()) std::printf("%-16s %9.4f\n", t.token().c_str(), t.logprob());
+    std::printf("total_logprob %.4f  tokens %d  perplexity %.3f\n", r.total_logprob(),
+                r.tokens_size(), r.perplexity());
+  }
+  return 0;
+}
+
+int Models(v1::NormServe::Stub& stub, const Args& args) {
+  grpc::ClientContext context;
+  SetDeadline(&context, args);
+  v1::ListModelsResponse response;
+  const grpc::Status status = stub.ListModels(&context, v1::ListModelsRequest(), &response);
+  if (!status.ok()) return Fail(status);
+  if (args.json) {
+    PrintJson(response);
+    return 0;
+  }
+  std::printf("%-20s %-8s %-15s %-24s %s\n", "MODEL", "VERSION", "ARCHITECTURE", "NORM", "STATE");
+  for (const auto& m : response.models()) {
+    std::printf("%-20s %-8lld %-15s %-24s %s%s\n", m.name().c_str(),
+                static_cast<long long>(m.version()), m.architecture().c_str(), m.norm().c_str(),
+                m.state().c_str(), m.error().empty() ? "" : ("  " + m.error()).c_str());
+  }
+  return 0;
+}
+
+int Health(const std::shared_ptr<grpc::Channel>& channel, const Args& args) {
+  auto stub = grpc::health::v1::Health::NewStub(channel);
+  grpc::health::v1::HealthCheckRequest request;
+  request.set_service(args.Flag("service").value_or(""));
+  grpc::ClientContext context;
+  SetDeadline(&context, args);
+  grpc::health::v1::HealthCheckResponse response;
+  const grpc::Status status = stub->Check(&context, request, &response);
+  if (!status.ok()) return Fail(status);
+  const std::string name =
+      grpc::health::v1::HealthCheckResponse::ServingStatus_Name(response.status());
+  if (args.json) {
+    PrintJson(response);
+  } else {
+    std::cout << name << "\n";
+  }
+  return response.status() == grpc::health::v1::HealthCheckResponse::SERVING ? 0 : 1;
+}
+
+int Run(const Args& args) {
+  auto channel = grpc::CreateChannel(args.server, grpc::InsecureChannelCredentials());
+  auto stub = v1::NormServe::NewStub(channel);
+  if (args.command == "translate") return Translate(*stub, args);
+  if (args.command == "score") return Score(*stub, args);
+  if (args.command == "models") return Models(*stub, args);
+  if (args.command == "health") return Health(channel, args);
+  throw UsageError("unknown command '" + args.command + "'");
+}
+
+}  // namespace
+}  // namespace normserve::cli
+
+int main(int argc, char** argv) {
+  using namespace normserve::cli;
+  try {
+    std::optional<Args> args = ParseArgs({argv + 1, argv + argc});
+    if (!args) {
+      std::cout << kUsage;
+      return 0;
+    }
+    const bool takes_texts = args->command == "translate" || args->command == "score";
+    if (takes_texts && args->texts.empty()) {
+      for (std::string line; std::getline(std::cin, line);) args->texts.push_back(line);
+    }
+    return Run(*args);
+  } catch (const std::invalid_argument& e) {
+    std::cerr << "normserve: " << e.what() << "\n\n" << kUsage;
+    return 2;
+  }
+}

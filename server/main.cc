@@ -1,0 +1,51 @@
+// normserved: serves the models of a repository over gRPC until SIGINT or SIGTERM.
+#include <signal.h>
+
+#include <iostream>
+#include <thread>
+
+#include "models/compute_threads.h"
+#include "server/log.h"
+#include "server/server.h"
+
+int main(int argc, char** argv) {
+  normserve::ServerOptions options;
+  std::string help;
+  try {
+    if (!normserve::ParseServerOptions({argv + 1, argv + argc}, &options, &help)) {
+      std::cout << help;
+      return 0;
+    }
+  } catch (const std::invalid_argument& e) {
+    std::cerr << "normserved: " << e.what() << "\n";
+    return 2;
+  }
+
+  // Signals are taken by a dedicated thread with sigwait, so shutdown runs as ordinary code.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  const int threads = normserve::SetComputeThreads(options.threads);
+  normserve::LogInfo("compute threads: " + std::to_string(threads));
+  std::unique_ptr<normserve::NormServer> server;
+  try {
+    server = std::make_unique<normserve::NormServer>(options);
+  } catch (const std::exception& e) {
+    normserve::LogError(std::string("cannot start: ") + e.what());
+    return 1;
+  }
+  std::thread signal_waiter([&] {
+    int signal = 0;
+    sigwait(&signals, &signal);
+    normserve::LogInfo(std::string("received ") + (signal == SIGTERM ? "SIGTERM" : "SIGINT") +
+                       ", shutting down");
+    server->Shutdown();
+  });
+  server->Wait();
+  signal_waiter.join();
+  normserve::LogInfo("stopped");
+  return 0;
+}

@@ -1,0 +1,22 @@
+// normserved's command line (DESIGN.md section 8).
+#pragma once
+
+#include <string>
+#include <vector>
+
+namespace normserve {
+
+struct ServerOptions {
+  std::string model_repository;
+  std::string grpc_address = "0.0.0.0:50051";
+  std::string metrics_address = "0.0.0.0:9464";  // empty: no metrics endpoint
+  int threads = 0;                               // LibTorch intra-op threads; 0 = all cores
+  std::string device = "cpu";
+};
+
+// Parses argv; throws std::invalid_argument with a message fit for the user. Returns false
+// when the user asked for --help (the usage text is then in *help).
+bool ParseServerOptions(const std::vector<std::string>& args, ServerOptions* options,
+                        std::string* help);
+
+}  // namespace normserve
