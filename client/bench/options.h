@@ -1,0 +1,37 @@
+// normserve-bench's command line.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace normserve::bench {
+
+struct BenchOptions {
+  std::string server;  // required: load goes only here
+  std::string model;
+  std::vector<int> concurrency;      // closed-loop steps; or
+  std::vector<double> rates;         // open-loop steps (requests/s)
+  std::optional<double> duration_s;  // per step, after the warmup; or
+  std::optional<int64_t> requests;   // per step, after the warmup
+  std::string json_path;
+  std::string csv_path;
+  std::string rpc;         // "translate", "score", or empty: by the model's architecture
+  std::string texts_path;  // empty: the built-in texts
+  std::optional<uint32_t> beam;
+  int batch = 1;
+  double warmup_s = 1;
+  int64_t timeout_ms = 30000;
+  int max_outstanding = 4096;
+  int connections = 1;
+  uint64_t seed = 1;
+};
+
+// Throws std::invalid_argument with a message for the user; returns nullopt for --help.
+// Fills the defaults: --concurrency 1,4,16,64 and --duration-secs 10.
+std::optional<BenchOptions> ParseBenchOptions(const std::vector<std::string>& argv);
+
+extern const char kBenchUsage[];
+
+}  // namespace normserve::bench
