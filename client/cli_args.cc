@@ -14,9 +14,16 @@ commands:
   score --model M TEXT...
       per-token log-probs and perplexity; for a transformer_mt model each text is
       "SOURCE<TAB>TARGET"
-  models                     list the served models
-  health [--service NAME]    exit 0 when the server (or service NAME) is SERVING
+  generate --model M [--temperature X] [--top-k N] [--top-p X] [--seed N]
+           [--max-new-tokens N] [--stop STRING] [PROMPT | -]
+      continue PROMPT (or stdin with "-") with a transformer_lm model, streamed
+  models                     list the models and their state
+  load MODEL                 (re)load a model of the repository (--model-control explicit)
+  unload MODEL               stop serving a model (--model-control explicit)
+  health [--service NAME]    exit 0 when the server (or model/service NAME) is SERVING
 
+translate, score and generate also take --version N (default: newest) and --priority N
+(1 first; default: the model's lowest). --model may name a variant group.
 Texts come from the arguments, or one per line from stdin when there are none.
 --server defaults to 127.0.0.1:50051. Errors print the gRPC status name and message on
 stderr and exit non-zero.

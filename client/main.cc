@@ -5,6 +5,7 @@
 #include <chrono>
 #include <cstdio>
 #include <iostream>
+#include <iterator>
 
 #include "client/cli_args.h"
 #include "grpc/health/v1/health.grpc.pb.h"
@@ -65,6 +66,8 @@ int Translate(v1::NormServe::Stub& stub, const Args& args) {
   v1::TranslateRequest request;
   request.set_model(RequireModel(args));
   for (const auto& t : args.texts) request.add_texts(t);
+  if (args.Flag("version")) request.set_version(Unsigned(args, "version"));
+  if (args.Flag("priority")) request.set_priority(Unsigned(args, "priority"));
   auto* options = request.mutable_options();
   if (args.Flag("beam")) options->set_beam_size(Unsigned(args, "beam"));
   if (args.Flag("n-best")) options->set_n_best(Unsigned(args, "n-best"));
@@ -101,6 +104,8 @@ int Translate(v1::NormServe::Stub& stub, const Args& args) {
 int Score(v1::NormServe::Stub& stub, const Args& args) {
   v1::ScoreRequest request;
   request.set_model(RequireModel(args));
+  if (args.Flag("version")) request.set_version(Unsigned(args, "version"));
+  if (args.Flag("priority")) request.set_priority(Unsigned(args, "priority"));
   // Which field to fill depends on the model's architecture, so ask the server first.
   v1::ModelInfo info;
   {
@@ -143,6 +148,72 @@ int Score(v1::NormServe::Stub& stub, const Args& args) {
                 r.tokens_size(), r.perplexity());
   }
   return 0;
+}
+
+int Generate(v1::NormServe::Stub& stub, const Args& args) {
+  if (args.texts.size() > 1) throw UsageError("generate takes one prompt");
+  v1::GenerateRequest request;
+  request.set_model(RequireModel(args));
+  request.set_prompt(args.texts.empty() ? "" : args.texts.front());
+  if (args.Flag("version")) request.set_version(Unsigned(args, "version"));
+  if (args.Flag("priority")) request.set_priority(Unsigned(args, "priority"));
+  auto* options = request.mutable_options();
+  if (args.Flag("temperature")) options->set_temperature(*args.Number("temperature"));
+  if (args.Flag("top-k")) options->set_top_k(Unsigned(args, "top-k"));
+  if (args.Flag("top-p")) options->set_top_p(*args.Number("top-p"));
+  if (args.Flag("seed")) options->set_seed(Unsigned(args, "seed"));
+  if (args.Flag("max-new-tokens")) options->set_max_new_tokens(Unsigned(args, "max-new-tokens"));
+  if (args.Flag("stop")) options->add_stop(*args.Flag("stop"));
+
+  grpc::ClientContext context;
+  SetDeadline(&context, args);
+  auto reader = stub.Generate(&context, request);
+  v1::GenerateResponse piece;
+  std::string finish;
+  while (reader->Read(&piece)) {
+    if (args.json) {
+      PrintJson(piece);
+    } else {
+      std::cout << piece.text() << std::flush;
+    }
+    if (!piece.finish_reason().empty()) finish = piece.finish_reason();
+  }
+  const grpc::Status status = reader->Finish();
+  if (!status.ok()) {
+    if (!args.json) std::cout << "\n";
+    return Fail(status);
+  }
+  if (!args.json) std::cout << "\n";
+  std::cerr << "[" << finish << "]\n";
+  return 0;
+}
+
+int LoadOrUnload(v1::NormServe::Stub& stub, const Args& args, bool load) {
+  if (args.texts.size() != 1) throw UsageError(args.command + " takes one model name");
+  grpc::ClientContext context;
+  SetDeadline(&context, args);
+  grpc::Status status;
+  if (load) {
+    v1::LoadModelRequest request;
+    request.set_model(args.texts.front());
+    v1::ModelInfo info;
+    status = stub.LoadModel(&context, request, &info);
+    if (status.ok()) {
+      if (args.json) {
+        PrintJson(info);
+      } else {
+        std::cout << "loaded " << info.name() << " version " << info.version() << " ("
+                  << info.norm() << ")\n";
+      }
+    }
+  } else {
+    v1::UnloadModelRequest request;
+    request.set_model(args.texts.front());
+    v1::UnloadModelResponse response;
+    status = stub.UnloadModel(&context, request, &response);
+    if (status.ok() && !args.json) std::cout << "unloaded " << args.texts.front() << "\n";
+  }
+  return status.ok() ? 0 : Fail(status);
 }
 
 int Models(v1::NormServe::Stub& stub, const Args& args) {
@@ -188,6 +259,9 @@ int Run(const Args& args) {
   auto stub = v1::NormServe::NewStub(channel);
   if (args.command == "translate") return Translate(*stub, args);
   if (args.command == "score") return Score(*stub, args);
+  if (args.command == "generate") return Generate(*stub, args);
+  if (args.command == "load") return LoadOrUnload(*stub, args, true);
+  if (args.command == "unload") return LoadOrUnload(*stub, args, false);
   if (args.command == "models") return Models(*stub, args);
   if (args.command == "health") return Health(channel, args);
   throw UsageError("unknown command '" + args.command + "'");
@@ -205,6 +279,10 @@ int main(int argc, char** argv) {
       return 0;
     }
     const bool takes_texts = args->command == "translate" || args->command == "score";
+    // generate reads its prompt from stdin only when asked with "-".
+    if (args->command == "generate" && args->texts.size() == 1 && args->texts[0] == "-") {
+      args->texts[0].assign(std::istreambuf_iterator<char>(std::cin), {});
+    }
     if (takes_texts && args->texts.empty()) {
       for (std::string line; std::getline(std::cin, line);) args->texts.push_back(line);
     }

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <utility>
@@ -30,6 +31,30 @@ struct TextScore {
   double perplexity = 0;
 };
 
+struct GenerationOptions {
+  static constexpr int64_t kMaxNewTokens = 4096;
+  static constexpr size_t kMaxStopStrings = 16;
+
+  double temperature = 1.0;  // 0..10; 0 is greedy
+  int64_t top_k = 0;         // 0 = off
+  double top_p = 1.0;        // (0, 1]
+  uint64_t seed = 0;
+  int64_t max_new_tokens = 32;
+  std::vector<std::string> stop;  // generation ends before the first of these strings
+};
+
+struct GenerationResult {
+  std::string text;
+  int64_t tokens = 0;
+  std::string finish_reason;  // "eos", "length", "stop" or "cancelled"
+};
+
+// Token ids of one request's texts, checked against the model's limits.
+using TokenBatch = std::vector<std::vector<int64_t>>;
+
+// Asked during decoding for each sentence of a batch; true stops it early.
+using StopSentenceFn = std::function<bool(int64_t sentence)>;
+
 class ServedModel {
  public:
   // Most texts one request may carry.
@@ -41,13 +66,37 @@ class ServedModel {
                                                  int64_t version);
   ~ServedModel();
 
-  // These throw InvalidInputError for a request the model cannot serve (empty, too long,
-  // invalid UTF-8, options out of range, the wrong architecture), saying what to change.
+  // The checks and the tokenization of a request, split from the model work so that a
+  // batcher can check at arrival and run several requests as one batch. They throw
+  // InvalidInputError for a request the model cannot serve (empty, too long, invalid UTF-8,
+  // options out of range, the wrong architecture), saying what to change.
+  TokenBatch PrepareTranslate(const std::vector<std::string>& texts,
+                              const TranslationOptions& options) const;
+  TokenBatch PrepareScoreTexts(const std::vector<std::string>& texts) const;
+  // Sources and targets of source/target pairs.
+  std::pair<TokenBatch, TokenBatch> PrepareScorePairs(
+      const std::vector<std::pair<std::string, std::string>>& pairs) const;
+
+  std::vector<std::vector<TranslationHypothesis>> TranslateTokens(
+      const TokenBatch& sources, const TranslationOptions& options,
+      const StopSentenceFn& stop = {}) const;
+  // LM texts (sources empty) or MT pairs.
+  std::vector<TextScore> ScoreTokens(const TokenBatch& sources, const TokenBatch& targets) const;
+
+  // Prepare and run in one call.
   std::vector<std::vector<TranslationHypothesis>> Translate(const std::vector<std::string>& texts,
                                                             const TranslationOptions& options) const;
   std::vector<TextScore> ScoreTexts(const std::vector<std::string>& texts) const;
   std::vector<TextScore> ScorePairs(
       const std::vector<std::pair<std::string, std::string>>& pairs) const;
+
+  // Checks a Generate request and returns its prompt's tokens.
+  std::vector<int64_t> PrepareGenerate(const std::string& prompt,
+                                       const GenerationOptions& options) const;
+  // Continues the prompt; on_text receives each new piece of text as it is decided and
+  // returns false to stop (the client went away).
+  GenerationResult Generate(const std::vector<int64_t>& prompt, const GenerationOptions& options,
+                            const std::function<bool(const std::string& delta)>& on_text) const;
 
   const std::string& name() const { return name_; }
   int64_t version() const { return version_; }

@@ -21,6 +21,32 @@ const prometheus::Histogram::BucketBoundaries& LatencyBuckets() {
   return buckets;
 }
 
+// Powers of two from 1 to 1024: requests per batch.
+const prometheus::Histogram::BucketBoundaries& SizeBuckets() {
+  static const prometheus::Histogram::BucketBoundaries buckets = {1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024};
+  return buckets;
+}
+
+// Tokens per batch: 8 .. 65536.
+const prometheus::Histogram::BucketBoundaries& TokenBuckets() {
+  static const auto buckets = [] {
+    prometheus::Histogram::BucketBoundaries b;
+    for (int i = 3; i <= 16; ++i) b.push_back(std::pow(2.0, i));
+    return b;
+  }();
+  return buckets;
+}
+
+// Norm layers take microseconds: 1 us .. ~0.5 s.
+const prometheus::Histogram::BucketBoundaries& NormBuckets() {
+  static const auto buckets = [] {
+    prometheus::Histogram::BucketBoundaries b;
+    for (int i = 0; i < 20; ++i) b.push_back(1e-6 * std::pow(2.0, i));
+    return b;
+  }();
+  return buckets;
+}
+
 }  // namespace
 
 Metrics::Metrics(const std::string& address)
@@ -45,6 +71,39 @@ Metrics::Metrics(const std::string& address)
                               .Name("normserve_model_load_failures_total")
                               .Help("Model versions that failed to load")
                               .Register(*registry_);
+  queue_duration_ = &prometheus::BuildHistogram()
+                         .Name("normserve_queue_duration_seconds")
+                         .Help("Time requests wait in the batcher's queue")
+                         .Register(*registry_);
+  compute_duration_ = &prometheus::BuildHistogram()
+                           .Name("normserve_compute_duration_seconds")
+                           .Help("Time to run one batch on the model")
+                           .Register(*registry_);
+  batch_size_ = &prometheus::BuildHistogram()
+                     .Name("normserve_batch_size")
+                     .Help("Requests per executed batch")
+                     .Register(*registry_);
+  batch_tokens_ = &prometheus::BuildHistogram()
+                       .Name("normserve_batch_tokens")
+                       .Help("Input tokens per executed batch")
+                       .Register(*registry_);
+  queue_depth_ = &prometheus::BuildGauge()
+                      .Name("normserve_queue_depth")
+                      .Help("Requests waiting in the batcher's queue")
+                      .Register(*registry_);
+  inflight_ = &prometheus::BuildGauge()
+                   .Name("normserve_inflight_requests")
+                   .Help("RPCs received and not yet answered")
+                   .Register(*registry_)
+                   .Add({});
+  tokens_ = &prometheus::BuildCounter()
+                 .Name("normserve_tokens_total")
+                 .Help("Tokens processed: kind=source (read) or generated (written)")
+                 .Register(*registry_);
+  norm_duration_ = &prometheus::BuildHistogram()
+                        .Name("normserve_norm_duration_seconds")
+                        .Help("Time of the norm layers within one sampled forward pass")
+                        .Register(*registry_);
   if (!address.empty()) {
     exposer_ = std::make_unique<prometheus::Exposer>(address);
     exposer_->RegisterCollectable(registry_);
@@ -77,8 +136,43 @@ void Metrics::RecordModelLoad(const std::string& model, double seconds) {
   model_load_duration_->Add({{"model", model}}, LatencyBuckets()).Observe(seconds);
 }
 
+void Metrics::DeclareModel(const std::string& model) { model_load_failures_->Add({{"model", model}}); }
+
 void Metrics::RecordModelLoadFailure(const std::string& model) {
   model_load_failures_->Add({{"model", model}}).Increment();
+}
+
+}  // namespace normserve
+
+namespace normserve {
+
+void Metrics::RecordQueueTime(const std::string& model, double seconds) {
+  queue_duration_->Add({{"model", model}}, LatencyBuckets()).Observe(seconds);
+}
+
+void Metrics::RecordBatch(const std::string& model, int64_t requests, int64_t tokens) {
+  batch_size_->Add({{"model", model}}, SizeBuckets()).Observe(static_cast<double>(requests));
+  batch_tokens_->Add({{"model", model}}, TokenBuckets()).Observe(static_cast<double>(tokens));
+}
+
+void Metrics::RecordCompute(const std::string& model, const std::string& norm, double seconds) {
+  compute_duration_->Add({{"model", model}, {"norm", norm}}, LatencyBuckets()).Observe(seconds);
+}
+
+void Metrics::SetQueueDepth(const std::string& model, int64_t depth) {
+  queue_depth_->Add({{"model", model}}).Set(static_cast<double>(depth));
+}
+
+void Metrics::AddInflight(int64_t delta) { inflight_->Increment(static_cast<double>(delta)); }
+
+void Metrics::AddTokens(const std::string& model, const std::string& kind, int64_t count) {
+  tokens_->Add({{"model", model}, {"kind", kind}}).Increment(static_cast<double>(count));
+}
+
+void Metrics::RecordNormTime(const std::string& norm, const std::string& device,
+                             const std::string& dtype, double seconds) {
+  norm_duration_->Add({{"norm", norm}, {"device", device}, {"dtype", dtype}}, NormBuckets())
+      .Observe(seconds);
 }
 
 }  // namespace normserve

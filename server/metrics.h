@@ -34,6 +34,20 @@ class Metrics {
                      const std::string& norm, bool ready);
   void RecordModelLoad(const std::string& model, double seconds);
   void RecordModelLoadFailure(const std::string& model);
+  // Creates the model's failure counter at 0, so that the first failure is an increase.
+  void DeclareModel(const std::string& model);
+
+  // The serving path (the batcher and the calls it runs).
+  void RecordQueueTime(const std::string& model, double seconds);
+  void RecordBatch(const std::string& model, int64_t requests, int64_t tokens);
+  void RecordCompute(const std::string& model, const std::string& norm, double seconds);
+  void SetQueueDepth(const std::string& model, int64_t depth);
+  void AddInflight(int64_t delta);
+  // kind: "source" (tokens read) or "generated" (tokens written).
+  void AddTokens(const std::string& model, const std::string& kind, int64_t count);
+  // The norm layers' own time inside a forward (models/norm/norm_timing.h).
+  void RecordNormTime(const std::string& norm, const std::string& device, const std::string& dtype,
+                      double seconds);
 
  private:
   std::shared_ptr<prometheus::Registry> registry_;
@@ -43,6 +57,14 @@ class Metrics {
   prometheus::Family<prometheus::Gauge>* model_ready_;
   prometheus::Family<prometheus::Histogram>* model_load_duration_;
   prometheus::Family<prometheus::Counter>* model_load_failures_;
+  prometheus::Family<prometheus::Histogram>* queue_duration_;
+  prometheus::Family<prometheus::Histogram>* compute_duration_;
+  prometheus::Family<prometheus::Histogram>* batch_size_;
+  prometheus::Family<prometheus::Histogram>* batch_tokens_;
+  prometheus::Family<prometheus::Gauge>* queue_depth_;
+  prometheus::Gauge* inflight_;
+  prometheus::Family<prometheus::Counter>* tokens_;
+  prometheus::Family<prometheus::Histogram>* norm_duration_;
 };
 
 }  // namespace normserve

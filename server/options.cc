@@ -1,5 +1,6 @@
 #include "server/options.h"
 
+#include <cmath>
 #include <stdexcept>
 
 namespace normserve {
@@ -7,17 +8,51 @@ namespace {
 
 constexpr char kUsage[] = R"(usage: normserved --model-repository DIR [options]
 
-Serves every model of DIR (DIR/<model>/<version>/config.json ...) over gRPC
+Serves the models of DIR (DIR/<model>/<version>/config.json ...) over gRPC
 (normserve.v1.NormServe, grpc.health.v1.Health, server reflection) and exports Prometheus
-metrics at http://<metrics-address>/metrics.
+metrics at http://<metrics-address>/metrics. SIGTERM/SIGINT: health turns NOT_SERVING, new
+calls get UNAVAILABLE, queued and running calls finish within the grace period, exit 0.
 
-  --model-repository DIR   the model repository (required)
-  --grpc-address ADDR      gRPC listen address (default 0.0.0.0:50051; port 0 picks one)
-  --metrics-address ADDR   metrics listen address (default 0.0.0.0:9464; "" disables)
-  --threads N              LibTorch intra-op threads (default: all cores)
-  --device cpu             compute device (cpu)
-  --help                   this text
+  --model-repository DIR      the model repository (required)
+  --grpc-address ADDR         gRPC listen address (default 0.0.0.0:50051; port 0 picks one)
+  --metrics-address ADDR      metrics listen address (default 0.0.0.0:9464; "" disables)
+  --threads N                 LibTorch intra-op threads (default: all cores)
+  --device cpu                compute device
+  --model-control MODE        none: load every model at start (default)
+                              poll: also watch the repository for new, changed and removed
+                                    versions and models
+                              explicit: also accept LoadModel/UnloadModel RPCs
+  --repository-poll-secs S    poll interval (default 5)
+  --shutdown-grace-secs S     how long queued and running calls may take to finish after
+                              SIGTERM (default 30)
+Batching defaults, for models whose model.json does not set them:
+  --max-batch-size N          requests per batch (default 16)
+  --max-batch-tokens N        tokens per batch (default 4096)
+  --max-queue-delay-us N      how long a request waits for partners (default 2000)
+  --max-queue-size N          queued requests per model before RESOURCE_EXHAUSTED (default 256)
+  --help                      this text
 )";
+
+double Number(const std::string& flag, const std::string& value, double min, double max) {
+  double v = NAN;
+  size_t used = 0;
+  try {
+    v = std::stod(value, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  if (used != value.size() || !(v >= min && v <= max)) {
+    throw std::invalid_argument(flag + " must be a number in " + std::to_string(min) + ".." +
+                                std::to_string(max) + ", got '" + value + "'");
+  }
+  return v;
+}
+
+int64_t Integer(const std::string& flag, const std::string& value, int64_t min, int64_t max) {
+  const double v = Number(flag, value, static_cast<double>(min), static_cast<double>(max));
+  if (v != std::floor(v)) throw std::invalid_argument(flag + " must be an integer");
+  return static_cast<int64_t>(v);
+}
 
 }  // namespace
 
@@ -45,19 +80,30 @@ bool ParseServerOptions(const std::vector<std::string>& args, ServerOptions* o, 
     } else if (flag == "--metrics-address") {
       o->metrics_address = value;
     } else if (flag == "--threads") {
-      try {
-        o->threads = std::stoi(value);
-      } catch (const std::exception&) {
-        o->threads = -1;
-      }
-      if (o->threads < 1) throw std::invalid_argument("--threads must be a positive integer");
+      o->threads = static_cast<int>(Integer(flag, value, 1, 1024));
     } else if (flag == "--device") {
       if (value != "cpu") {
         throw std::invalid_argument("--device " + value +
-                                    ": this build serves on cpu only (the CUDA kernels are "
-                                    "compiled but the bundled LibTorch has no CUDA)");
+                                    ": this build serves on cpu only (its LibTorch has no CUDA)");
       }
       o->device = value;
+    } else if (flag == "--model-control") {
+      if (value == "none") o->model_control = ModelControl::kNone;
+      else if (value == "poll") o->model_control = ModelControl::kPoll;
+      else if (value == "explicit") o->model_control = ModelControl::kExplicit;
+      else throw std::invalid_argument("--model-control must be none, poll or explicit");
+    } else if (flag == "--repository-poll-secs") {
+      o->repository_poll_secs = Number(flag, value, 0.05, 86400);
+    } else if (flag == "--shutdown-grace-secs") {
+      o->shutdown_grace_secs = Number(flag, value, 0, 86400);
+    } else if (flag == "--max-batch-size") {
+      o->batching.max_batch_size = Integer(flag, value, 1, 1024);
+    } else if (flag == "--max-batch-tokens") {
+      o->batching.max_batch_tokens = Integer(flag, value, 1, 1 << 20);
+    } else if (flag == "--max-queue-delay-us") {
+      o->batching.max_queue_delay = std::chrono::microseconds(Integer(flag, value, 0, 10'000'000));
+    } else if (flag == "--max-queue-size") {
+      o->batching.max_queue_size = Integer(flag, value, 1, 1 << 20);
     } else {
       throw std::invalid_argument("unknown flag " + flag + "\n\n" + kUsage);
     }

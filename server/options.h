@@ -4,6 +4,9 @@
 #include <string>
 #include <vector>
 
+#include "server/batcher.h"
+#include "server/service.h"
+
 namespace normserve {
 
 struct ServerOptions {
@@ -12,6 +15,10 @@ struct ServerOptions {
   std::string metrics_address = "0.0.0.0:9464";  // empty: no metrics endpoint
   int threads = 0;                               // LibTorch intra-op threads; 0 = all cores
   std::string device = "cpu";
+  ModelControl model_control = ModelControl::kNone;
+  double repository_poll_secs = 5;
+  double shutdown_grace_secs = 30;
+  BatcherConfig batching;  // defaults for models whose model.json does not say
 };
 
 // Parses argv; throws std::invalid_argument with a message fit for the user. Returns false

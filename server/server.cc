@@ -5,7 +5,9 @@
 #include <grpcpp/health_check_service_interface.h>
 
 #include <stdexcept>
+#include <thread>
 
+#include "server/calls.h"
 #include "server/log.h"
 #include "server/metrics.h"
 #include "server/model_repository.h"
@@ -16,30 +18,56 @@ namespace normserve {
 namespace {
 
 constexpr char kServiceName[] = "normserve.v1.NormServe";
-// Model work runs here; LibTorch parallelizes inside each call with its own threads.
-constexpr int kWorkerThreads = 2;
+
+std::shared_ptr<Batcher> MakeBatcher(const std::string& name, const BatcherConfig& config,
+                                     Metrics* metrics) {
+  BatcherObserver observer;
+  observer.queue_depth = [metrics, name](int64_t depth) { metrics->SetQueueDepth(name, depth); };
+  observer.queued_for = [metrics, name](double s) { metrics->RecordQueueTime(name, s); };
+  observer.batch_formed = [metrics, name](int64_t requests, int64_t tokens) {
+    metrics->RecordBatch(name, requests, tokens);
+  };
+  return std::make_shared<Batcher>(
+      name, config, [metrics](auto& batch) { RunBatch(batch, metrics); }, observer);
+}
 
 }  // namespace
 
 NormServer::NormServer(const ServerOptions& options)
-    : metrics_(std::make_unique<Metrics>(options.metrics_address)),
-      repository_(std::make_unique<ModelRepository>(options.model_repository, metrics_.get())),
-      workers_(std::make_unique<WorkerPool>(kWorkerThreads)) {
+    : options_(options),
+      metrics_(std::make_unique<Metrics>(options.metrics_address)),
+      management_(std::make_unique<WorkerPool>(1)) {
+  Metrics* metrics = metrics_.get();
+  repository_ = std::make_unique<ModelRepository>(
+      options.model_repository, options.batching, LoadAndWarmUp, metrics,
+      [metrics](const std::string& name, const BatcherConfig& config) {
+        return MakeBatcher(name, config, metrics);
+      },
+      [this](const std::string& name, bool ready) { SetHealth(name, ready); });
   repository_->LoadAll();
-  service_ = std::make_unique<NormServeService>(repository_.get(), metrics_.get(), workers_.get());
+  service_ = std::make_unique<NormServeService>(repository_.get(), metrics, options.model_control,
+                                                management_.get());
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   builder.AddListeningPort(options.grpc_address, grpc::InsecureServerCredentials(), &grpc_port_);
   builder.RegisterService(service_.get());
-  server_ = builder.BuildAndStart();
+  {
+    std::lock_guard<std::mutex> lock(health_mutex_);
+    server_ = builder.BuildAndStart();
+  }
   if (!server_ || grpc_port_ == 0) {
     throw std::runtime_error("cannot listen for gRPC on " + options.grpc_address);
   }
-  const bool serving = repository_->ready_count() > 0;
-  server_->GetHealthCheckService()->SetServingStatus(serving);
-  server_->GetHealthCheckService()->SetServingStatus(kServiceName, serving);
+  for (const ModelStatus& s : repository_->List()) {
+    SetHealth(s.name, s.newest != nullptr);
+    if (!s.group.empty()) SetHealth(s.group, s.newest != nullptr);
+  }
+  if (options.model_control == ModelControl::kPoll) {
+    repository_->StartPolling(std::chrono::milliseconds(
+        static_cast<int64_t>(options.repository_poll_secs * 1000)));
+  }
   LogInfo("normserved listening for gRPC on port " + std::to_string(grpc_port_) +
           ", metrics on port " + std::to_string(metrics_port()) + ", " +
           std::to_string(repository_->ready_count()) + " model(s) ready");
@@ -51,11 +79,36 @@ int NormServer::metrics_port() const { return metrics_->port(); }
 
 void NormServer::Wait() { server_->Wait(); }
 
+// Health: every model and group by name, and the server as a whole ("" and the service
+// name) while any model serves.
+void NormServer::SetHealth(const std::string& name, bool serving) {
+  std::lock_guard<std::mutex> lock(health_mutex_);
+  if (!server_) return;
+  auto* health = server_->GetHealthCheckService();
+  health->SetServingStatus(name, serving);
+  const bool any = repository_->ready_count() > 0;
+  health->SetServingStatus(any);
+  health->SetServingStatus(kServiceName, any);
+}
+
 void NormServer::Shutdown() {
   std::call_once(shutdown_once_, [this] {
-    server_->GetHealthCheckService()->Shutdown();
-    // Returns once every call in flight has finished; the workers finish queued ones.
-    server_->Shutdown();
+    const auto grace = std::chrono::milliseconds(
+        static_cast<int64_t>(options_.shutdown_grace_secs * 1000));
+    const auto deadline = std::chrono::system_clock::now() + grace;
+    {
+      std::lock_guard<std::mutex> lock(health_mutex_);
+      server_->GetHealthCheckService()->Shutdown();  // everything NOT_SERVING from now on
+    }
+    service_->StartDraining();
+    std::vector<std::thread> drains;
+    for (auto& batcher : repository_->batchers()) {
+      drains.emplace_back([batcher, grace] { batcher->Stop(grace); });
+    }
+    for (auto& t : drains) t.join();
+    // Calls still running at the deadline are cancelled.
+    server_->Shutdown(deadline);
+    LogInfo("drained");
   });
 }
 

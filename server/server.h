@@ -1,10 +1,12 @@
-// A running normserved: the model repository, the gRPC server (NormServe, health,
-// reflection) and the metrics endpoint. main() and the integration tests both use it.
+// A running normserved: the model repository and its batchers, the gRPC server (NormServe,
+// health, reflection) and the metrics endpoint. main() and the tests both use it.
 #pragma once
 
 #include <memory>
 #include <mutex>
+#include <string>
 
+#include "server/model_repository_fwd.h"
 #include "server/options.h"
 
 namespace grpc {
@@ -14,7 +16,6 @@ class Server;
 namespace normserve {
 
 class Metrics;
-class ModelRepository;
 class NormServeService;
 class WorkerPool;
 
@@ -26,15 +27,21 @@ class NormServer {
 
   int grpc_port() const { return grpc_port_; }
   int metrics_port() const;
+  ModelRepository& repository() { return *repository_; }
   void Wait();
-  // Stops accepting calls, lets running ones finish, and returns. Wait() then returns too.
+  // The graceful stop: health NOT_SERVING, new calls UNAVAILABLE, queued and running calls
+  // finish within the grace period. Returns when done; Wait() then returns too.
   void Shutdown();
 
  private:
+  void SetHealth(const std::string& name, bool serving);
+
+  const ServerOptions options_;
   std::unique_ptr<Metrics> metrics_;
+  std::unique_ptr<WorkerPool> management_;
   std::unique_ptr<ModelRepository> repository_;
-  std::unique_ptr<WorkerPool> workers_;
   std::unique_ptr<NormServeService> service_;
+  std::mutex health_mutex_;
   std::unique_ptr<grpc::Server> server_;
   int grpc_port_ = 0;
   std::once_flag shutdown_once_;

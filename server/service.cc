@@ -1,17 +1,16 @@
 #include "server/service.h"
 
-#include <chrono>
-
 #include "models/errors.h"
+#include "server/calls.h"
 #include "server/metrics.h"
 #include "server/model_repository.h"
-#include "server/status_names.h"
 #include "server/worker_pool.h"
 
 namespace normserve {
 namespace {
 
-using Clock = std::chrono::steady_clock;
+const grpc::Status kDraining(grpc::StatusCode::UNAVAILABLE,
+                             "the server is shutting down; retry on another replica");
 
 TranslationOptions FromProto(const v1::TranslateOptions& p) {
   TranslationOptions o;
@@ -24,146 +23,179 @@ TranslationOptions FromProto(const v1::TranslateOptions& p) {
   return o;
 }
 
-void FillScore(const TextScore& s, v1::ScoredText* out) {
-  for (const TokenScore& t : s.tokens) {
-    auto* token = out->add_tokens();
-    token->set_token(t.token);
-    token->set_logprob(static_cast<float>(t.logprob));
+GenerationOptions FromProto(const v1::GenerateOptions& p) {
+  GenerationOptions o;
+  if (p.has_temperature()) o.temperature = p.temperature();
+  if (p.has_top_k()) o.top_k = p.top_k();
+  if (p.has_top_p()) o.top_p = p.top_p();
+  if (p.has_seed()) o.seed = p.seed();
+  if (p.has_max_new_tokens()) o.max_new_tokens = p.max_new_tokens();
+  o.stop.assign(p.stop().begin(), p.stop().end());
+  return o;
+}
+
+grpc::StatusCode LookupCode(ModelRepository::LookupError error) {
+  switch (error) {
+    case ModelRepository::LookupError::kNotReady: return grpc::StatusCode::UNAVAILABLE;
+    case ModelRepository::LookupError::kInvalidName: return grpc::StatusCode::INVALID_ARGUMENT;
+    default: return grpc::StatusCode::NOT_FOUND;
   }
-  out->set_total_logprob(s.total_logprob);
-  out->set_perplexity(s.perplexity);
+}
+
+// Priority 0 means the lowest level; 1..levels are explicit.
+bool ToQueuePriority(uint32_t requested, int levels, int* queue_priority, std::string* message) {
+  if (requested > static_cast<uint32_t>(levels)) {
+    *message = "priority is " + std::to_string(requested) + "; this model has priority levels 1.." +
+               std::to_string(levels) + " (1 first, 0 = lowest)";
+    return false;
+  }
+  *queue_priority = requested == 0 ? levels - 1 : static_cast<int>(requested) - 1;
+  return true;
 }
 
 void FillInfo(const ModelStatus& s, v1::ModelInfo* out) {
   out->set_name(s.name);
-  out->set_version(s.version);
   out->set_state(s.state);
-  out->set_ready(s.model != nullptr);
+  out->set_ready(s.newest != nullptr);
   out->set_error(s.error);
   out->set_path(s.path);
-  if (!s.model) return;
-  const ModelConfig& c = s.model->config();
+  out->set_group(s.group);
+  for (int64_t v : s.ready_versions) out->add_versions(v);
+  if (!s.newest) return;
+  const ModelConfig& c = s.newest->config();
+  out->set_version(s.newest->version());
   out->set_architecture(c.is_mt() ? "transformer_mt" : "transformer_lm");
-  out->set_norm(s.model->norm_label());
+  out->set_norm(s.newest->norm_label());
   for (NormSite site : c.sites()) {
     auto* entry = out->add_norm_sites();
     entry->set_site(NormSiteName(site));
     entry->set_variant(std::string(NormKindName(c.norm(site).kind)));
   }
   out->set_max_positions(static_cast<uint32_t>(c.max_positions));
-  out->set_parameters(static_cast<uint64_t>(s.model->parameter_count()));
+  out->set_parameters(static_cast<uint64_t>(s.newest->parameter_count()));
 }
 
 }  // namespace
 
 NormServeService::NormServeService(ModelRepository* repository, Metrics* metrics,
-                                   WorkerPool* workers)
-    : repository_(repository), metrics_(metrics), workers_(workers) {}
+                                   ModelControl control, WorkerPool* management)
+    : repository_(repository), metrics_(metrics), control_(control), management_(management) {}
 
-// Runs `work` against the model the request names on a worker thread, then finishes the
-// call with the status the work's outcome maps to, and records it.
-template <typename Work>
-static grpc::ServerUnaryReactor* RunModelCall(grpc::CallbackServerContext* context,
-                                              ModelRepository* repository, Metrics* metrics,
-                                              WorkerPool* workers, const char* rpc,
-                                              const std::string& model_name, Work work) {
+// The common path of the inference RPCs: refuse while draining, resolve the model, check
+// and tokenize the request (prepare() builds the call), then queue it.
+template <typename Request, typename Prepare>
+grpc::ServerUnaryReactor* NormServeService::Infer(grpc::CallbackServerContext* context,
+                                                  const char* rpc, const Request& request,
+                                                  Prepare prepare) {
   auto* reactor = context->DefaultReactor();
-  const auto start = Clock::now();
-  auto finish = [=](const grpc::Status& status, const std::string& version,
-                    const std::string& norm, const std::string& model_label) {
-    metrics->RecordRequest(model_label, version, norm, rpc, StatusCodeName(status.error_code()),
-                           std::chrono::duration<double>(Clock::now() - start).count());
+  const auto refuse = [&](const grpc::Status& status, const ServedModel* model) {
+    CallRecord(metrics_, rpc).Finish(status, model);
     reactor->Finish(status);
+    return reactor;
   };
-  if (model_name.empty()) {
-    finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
-                        "the request names no model; available models: " +
-                            repository->ReadyNames()),
-           "", "", "");
-    return reactor;
+  if (draining_) return refuse(kDraining, nullptr);
+  if (request.model().empty()) {
+    return refuse(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                               "the request names no model; available: " + repository_->ReadyNames()),
+                  nullptr);
   }
-  std::shared_ptr<const ServedModel> model = repository->Find(model_name);
-  if (!model) {
-    // Unknown names are not used as label values: a client could create unbounded series.
-    finish(grpc::Status(grpc::StatusCode::NOT_FOUND, "model '" + model_name +
-                                                         "' is not served; available models: " +
-                                                         repository->ReadyNames()),
-           "", "", "");
-    return reactor;
+  ModelRepository::LookupError error;
+  std::string message;
+  ServingTarget target = repository_->Resolve(request.model(), request.version(), &error, &message);
+  if (!target.model) return refuse(grpc::Status(LookupCode(error), message), nullptr);
+  int priority = 0;
+  if (!ToQueuePriority(request.priority(), target.batcher->config().priority_levels, &priority,
+                       &message)) {
+    return refuse(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, message), target.model.get());
   }
-  workers->Submit([=]() mutable {
-    grpc::Status status;
-    if (context->IsCancelled()) {
-      status = grpc::Status(grpc::StatusCode::CANCELLED, "the client cancelled the call");
-    } else {
-      try {
-        work(*model);
-      } catch (const InvalidInputError& e) {
-        status = grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, e.what());
-      } catch (const std::exception& e) {
-        status = grpc::Status(grpc::StatusCode::INTERNAL, std::string("internal error: ") + e.what());
-      }
-    }
-    finish(status, std::to_string(model->version()), model->norm_label(), model->name());
-  });
+  std::shared_ptr<InferenceCall> call;
+  try {
+    call = prepare(target.model, priority);
+  } catch (const InvalidInputError& e) {
+    return refuse(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, e.what()), target.model.get());
+  }
+  if (!target.batcher->Enqueue(call, &message)) {
+    call->Finish(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED, message));
+  }
   return reactor;
 }
 
 grpc::ServerUnaryReactor* NormServeService::Translate(grpc::CallbackServerContext* context,
                                                       const v1::TranslateRequest* request,
                                                       v1::TranslateResponse* response) {
-  return RunModelCall(context, repository_, metrics_, workers_, "Translate", request->model(),
-                      [request, response](const ServedModel& model) {
-                        const std::vector<std::string> texts(request->texts().begin(),
-                                                             request->texts().end());
-                        const auto results = model.Translate(texts, FromProto(request->options()));
-                        response->set_model(model.name());
-                        response->set_version(model.version());
-                        response->set_norm(model.norm_label());
-                        for (const auto& hypotheses : results) {
-                          auto* translation = response->add_translations();
-                          for (const auto& h : hypotheses) {
-                            auto* out = translation->add_hypotheses();
-                            out->set_text(h.text);
-                            out->set_score(static_cast<float>(h.score));
-                            for (const auto& t : h.tokens) out->add_tokens(t);
-                          }
-                        }
-                      });
+  return Infer(context, "Translate", *request,
+               [&](std::shared_ptr<const ServedModel> model, int priority) {
+                 const TranslationOptions options = FromProto(request->options());
+                 TokenBatch sources = model->PrepareTranslate(
+                     {request->texts().begin(), request->texts().end()}, options);
+                 return std::make_shared<TranslateCall>(context, context->DefaultReactor(), model,
+                                                        priority, std::move(sources), options,
+                                                        response, metrics_);
+               });
 }
 
 grpc::ServerUnaryReactor* NormServeService::Score(grpc::CallbackServerContext* context,
                                                   const v1::ScoreRequest* request,
                                                   v1::ScoreResponse* response) {
-  return RunModelCall(
-      context, repository_, metrics_, workers_, "Score", request->model(),
-      [request, response](const ServedModel& model) {
-        if (request->texts_size() > 0 && request->pairs_size() > 0) {
-          throw InvalidInputError("send either texts (language models) or pairs "
-                                  "(translation models), not both");
-        }
-        std::vector<TextScore> scores;
-        if (model.config().is_mt()) {
-          std::vector<std::pair<std::string, std::string>> pairs;
-          for (const auto& p : request->pairs()) pairs.emplace_back(p.source(), p.target());
-          if (pairs.empty() && request->texts_size() > 0) {
-            throw InvalidInputError("model '" + model.name() +
-                                    "' is a transformer_mt: score source/target pairs, "
-                                    "not texts");
-          }
-          scores = model.ScorePairs(pairs);
-        } else {
-          if (request->pairs_size() > 0) {
-            throw InvalidInputError("model '" + model.name() +
-                                    "' is a transformer_lm: score texts, not pairs");
-          }
-          scores = model.ScoreTexts({request->texts().begin(), request->texts().end()});
-        }
-        response->set_model(model.name());
-        response->set_version(model.version());
-        response->set_norm(model.norm_label());
-        for (const TextScore& s : scores) FillScore(s, response->add_results());
-      });
+  return Infer(context, "Score", *request, [&](std::shared_ptr<const ServedModel> model, int priority) {
+    if (request->texts_size() > 0 && request->pairs_size() > 0) {
+      throw InvalidInputError("send either texts (language models) or pairs (translation "
+                              "models), not both");
+    }
+    TokenBatch sources, targets;
+    if (model->config().is_mt() && request->pairs_size() > 0) {
+      std::vector<std::pair<std::string, std::string>> pairs;
+      for (const auto& p : request->pairs()) pairs.emplace_back(p.source(), p.target());
+      std::tie(sources, targets) = model->PrepareScorePairs(pairs);
+    } else if (!model->config().is_mt() && request->pairs_size() > 0) {
+      throw InvalidInputError("model '" + model->name() +
+                              "' is a transformer_lm: score texts, not pairs");
+    } else {
+      targets = model->PrepareScoreTexts({request->texts().begin(), request->texts().end()});
+    }
+    return std::make_shared<ScoreCall>(context, context->DefaultReactor(), model, priority,
+                                       std::move(sources), std::move(targets), response, metrics_);
+  });
+}
+
+grpc::ServerWriteReactor<v1::GenerateResponse>* NormServeService::Generate(
+    grpc::CallbackServerContext* context, const v1::GenerateRequest* request) {
+  auto stream = GenerateStream::Create();
+  const auto refuse = [&](const grpc::Status& status, const ServedModel* model) {
+    CallRecord(metrics_, "Generate").Finish(status, model);
+    stream->Complete(status);
+    return stream->reactor();
+  };
+  if (draining_) return refuse(kDraining, nullptr);
+  ModelRepository::LookupError error;
+  std::string message;
+  ServingTarget target = repository_->Resolve(request->model(), request->version(), &error, &message);
+  if (!target.model) {
+    if (request->model().empty()) {
+      return refuse(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                                 "the request names no model; available: " + repository_->ReadyNames()),
+                    nullptr);
+    }
+    return refuse(grpc::Status(LookupCode(error), message), nullptr);
+  }
+  int priority = 0;
+  if (!ToQueuePriority(request->priority(), target.batcher->config().priority_levels, &priority,
+                       &message)) {
+    return refuse(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, message), target.model.get());
+  }
+  std::shared_ptr<GenerateCall> call;
+  try {
+    const GenerationOptions options = FromProto(request->options());
+    std::vector<int64_t> prompt = target.model->PrepareGenerate(request->prompt(), options);
+    call = std::make_shared<GenerateCall>(context, stream, target.model, priority,
+                                          std::move(prompt), options, metrics_);
+  } catch (const InvalidInputError& e) {
+    return refuse(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, e.what()), target.model.get());
+  }
+  if (!target.batcher->Enqueue(call, &message)) {
+    call->Finish(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED, message));
+  }
+  return stream->reactor();
 }
 
 grpc::ServerUnaryReactor* NormServeService::ListModels(grpc::CallbackServerContext* context,
@@ -183,12 +215,71 @@ grpc::ServerUnaryReactor* NormServeService::GetModel(grpc::CallbackServerContext
   if (!status) {
     reactor->Finish(grpc::Status(grpc::StatusCode::NOT_FOUND,
                                  "model '" + request->model() +
-                                     "' is not in the repository; available models: " +
+                                     "' is not in the repository; available: " +
                                      repository_->ReadyNames()));
   } else {
     FillInfo(*status, response);
     reactor->Finish(grpc::Status::OK);
   }
+  return reactor;
+}
+
+grpc::Status NormServeService::CheckManagement(const std::string& model) const {
+  if (draining_) return kDraining;
+  if (control_ != ModelControl::kExplicit) {
+    return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
+                        "models are loaded and unloaded by RPC only with --model-control "
+                        "explicit; this server runs with " +
+                            std::string(control_ == ModelControl::kPoll ? "poll" : "none"));
+  }
+  if (!ModelRepository::IsValidName(model)) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                        "'" + model + "' is not a model name: name a directory inside the "
+                        "repository (letters, digits, '.', '_', '-'; no paths, no '..')");
+  }
+  return grpc::Status::OK;
+}
+
+grpc::ServerUnaryReactor* NormServeService::LoadModel(grpc::CallbackServerContext* context,
+                                                      const v1::LoadModelRequest* request,
+                                                      v1::ModelInfo* response) {
+  auto* reactor = context->DefaultReactor();
+  const grpc::Status check = CheckManagement(request->model());
+  if (!check.ok()) {
+    reactor->Finish(check);
+    return reactor;
+  }
+  // Loading reads files and runs a warm-up inference: not on a gRPC thread.
+  management_->Submit([this, reactor, request, response] {
+    const std::string error = repository_->Load(request->model());
+    const auto status = repository_->Get(request->model());
+    if (status) FillInfo(*status, response);
+    if (!status || status->ready_versions.empty()) {
+      reactor->Finish(grpc::Status(status ? grpc::StatusCode::FAILED_PRECONDITION
+                                          : grpc::StatusCode::NOT_FOUND,
+                                   error));
+    } else if (!error.empty()) {
+      // An older version still serves; say why the newer one does not.
+      reactor->Finish(grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
+                                   error + " (version " + std::to_string(status->ready_versions.back()) +
+                                       " keeps serving)"));
+    } else {
+      reactor->Finish(grpc::Status::OK);
+    }
+  });
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* NormServeService::UnloadModel(grpc::CallbackServerContext* context,
+                                                        const v1::UnloadModelRequest* request,
+                                                        v1::UnloadModelResponse*) {
+  auto* reactor = context->DefaultReactor();
+  grpc::Status status = CheckManagement(request->model());
+  std::string error;
+  if (status.ok() && !repository_->Unload(request->model(), &error)) {
+    status = grpc::Status(grpc::StatusCode::NOT_FOUND, error);
+  }
+  reactor->Finish(status);
   return reactor;
 }
 

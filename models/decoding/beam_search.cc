@@ -29,7 +29,8 @@ double Normalize(double logprob, size_t output_tokens, double length_penalty) {
 std::vector<std::vector<Hypothesis>> BeamSearch(const Transformer& model,
                                                 const EncoderOutput& memory,
                                                 const std::vector<int64_t>& max_lengths,
-                                                const BeamOptions& options) {
+                                                const BeamOptions& options,
+                                                const StopSentence& stop) {
   const SpecialTokens& special = model.config().special;
   const auto batch = static_cast<int64_t>(max_lengths.size());
   const int64_t k = options.beam_size;
@@ -47,6 +48,13 @@ std::vector<std::vector<Hypothesis>> BeamSearch(const Transformer& model,
   int64_t remaining = batch;
 
   for (int64_t step = 0; remaining > 0; ++step) {
+    for (int64_t b = 0; stop && b < batch; ++b) {
+      if (!sentences[b].done && stop(b)) {
+        sentences[b].done = true;
+        --remaining;
+      }
+    }
+    if (remaining == 0) break;
     at::Tensor logprobs = at::log_softmax(model.Decode(next, state).select(1, 0), -1);
     MaskNonOutputTokens(logprobs, special);
     ForceEosAtLimit(logprobs, step, max_lengths, special.eos);

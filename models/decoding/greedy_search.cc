@@ -8,7 +8,8 @@
 namespace normserve {
 
 std::vector<Hypothesis> GreedySearch(const Transformer& model, const EncoderOutput& memory,
-                                     const std::vector<int64_t>& max_lengths) {
+                                     const std::vector<int64_t>& max_lengths,
+                                     const StopSentence& stop) {
   const SpecialTokens& special = model.config().special;
   const auto batch = static_cast<int64_t>(max_lengths.size());
   DecoderState state = model.StartDecoding(memory, batch);
@@ -17,6 +18,13 @@ std::vector<Hypothesis> GreedySearch(const Transformer& model, const EncoderOutp
   at::Tensor next = at::full({batch, 1}, special.eos, at::kLong);
   int64_t remaining = batch;
   for (int64_t step = 0; remaining > 0; ++step) {
+    for (int64_t b = 0; stop && b < batch; ++b) {
+      if (!finished[b] && stop(b)) {
+        finished[b] = true;
+        --remaining;
+      }
+    }
+    if (remaining == 0) break;
     at::Tensor logprobs = at::log_softmax(model.Decode(next, state).select(1, 0), -1);
     MaskNonOutputTokens(logprobs, special);
     ForceEosAtLimit(logprobs, step, max_lengths, special.eos);

@@ -4,6 +4,7 @@
 
 #include <ATen/core/Tensor.h>
 
+#include <functional>
 #include <vector>
 
 #include "models/transformer/transformer.h"
@@ -22,15 +23,22 @@ struct BeamOptions {
   double length_penalty = 1.0;
 };
 
+// Asked before every step for each unfinished sentence; true stops that sentence where it is
+// (its client went away). May be empty.
+using StopSentence = std::function<bool(int64_t sentence)>;
+
 // `memory` is the batch's encoder output. max_lengths[i] bounds sentence i's output tokens:
-// </s> is forced after that many.
+// </s> is forced after that many. A stopped sentence returns what it has (greedy) or the
+// hypotheses finished so far (beam).
 std::vector<Hypothesis> GreedySearch(const Transformer& model, const EncoderOutput& memory,
-                                     const std::vector<int64_t>& max_lengths);
+                                     const std::vector<int64_t>& max_lengths,
+                                     const StopSentence& stop = {});
 
 std::vector<std::vector<Hypothesis>> BeamSearch(const Transformer& model,
                                                 const EncoderOutput& memory,
                                                 const std::vector<int64_t>& max_lengths,
-                                                const BeamOptions& options);
+                                                const BeamOptions& options,
+                                                const StopSentence& stop = {});
 
 // Log-probabilities of each target sequence (its tokens then </s>), by one forced-decoding
 // pass; `memory` is the batch's encoder output for transformer_mt, empty for an LM.

@@ -1,0 +1,61 @@
+#include "models/decoding/sampling.h"
+
+#include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
+
+#include "models/decoding/search.h"
+#include "models/decoding/token_mask.h"
+
+namespace normserve {
+namespace {
+
+// Keeps the top-k logits and the smallest set whose probability reaches top_p; the rest
+// become -inf. logits is one row [V].
+at::Tensor Truncate(at::Tensor logits, int64_t top_k, double top_p) {
+  const int64_t vocab = logits.size(0);
+  if (top_k > 0 && top_k < vocab) {
+    const at::Tensor kth = std::get<0>(logits.topk(top_k)).select(0, top_k - 1);
+    logits = logits.masked_fill(logits < kth, -std::numeric_limits<float>::infinity());
+  }
+  if (top_p < 1.0) {
+    const auto [sorted, order] = logits.sort(/*dim=*/0, /*descending=*/true);
+    const at::Tensor cumulative = at::softmax(sorted, 0).cumsum(0);
+    // A token is dropped when the tokens before it already reach top_p.
+    at::Tensor drop_sorted = (cumulative - at::softmax(sorted, 0)) >= top_p;
+    const at::Tensor drop = at::zeros_like(drop_sorted).scatter(0, order, drop_sorted);
+    logits = logits.masked_fill(drop, -std::numeric_limits<float>::infinity());
+  }
+  return logits;
+}
+
+}  // namespace
+
+SamplingStop SampleContinuation(const Transformer& model, const std::vector<int64_t>& prompt,
+                                const SamplingOptions& options,
+                                const std::function<bool(int64_t token)>& on_token) {
+  const SpecialTokens& special = model.config().special;
+  auto generator = at::make_generator<at::CPUGeneratorImpl>(options.seed);
+  DecoderState state = model.StartDecoding(EncoderOutput{}, 1);
+  std::vector<int64_t> input = {special.eos};
+  input.insert(input.end(), prompt.begin(), prompt.end());
+  at::Tensor next = PadBatch({input}, special.pad);
+  for (int64_t produced = 0; produced < options.max_new_tokens; ++produced) {
+    at::Tensor logits = model.Decode(next, state).select(0, 0).select(0, -1).clone();
+    at::Tensor row = logits.unsqueeze(0);
+    MaskNonOutputTokens(row, special);
+    int64_t token = 0;
+    if (options.temperature <= 0) {
+      token = logits.argmax().item<int64_t>();
+    } else {
+      const at::Tensor probs =
+          at::softmax(Truncate(logits / options.temperature, options.top_k, options.top_p), 0);
+      token = at::multinomial(probs, 1, /*replacement=*/false, generator).item<int64_t>();
+    }
+    if (token == special.eos) return SamplingStop::kEndOfSequence;
+    if (!on_token(token)) return SamplingStop::kCallback;
+    next = at::full({1, 1}, token, at::kLong);
+  }
+  return SamplingStop::kLength;
+}
+
+}  // namespace normserve

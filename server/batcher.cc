@@ -1,0 +1,225 @@
+#include "server/batcher.h"
+
+#include <algorithm>
+#include <cstdlib>
+
+namespace normserve {
+namespace {
+
+// While requests wait, the scheduler wakes at least this often to notice cancelled calls.
+constexpr auto kCancelPoll = std::chrono::milliseconds(10);
+
+}  // namespace
+
+Batcher::Batcher(std::string name, BatcherConfig config, BatchRunner runner,
+                 BatcherObserver observer)
+    : name_(std::move(name)),
+      config_(config),
+      runner_(std::move(runner)),
+      observer_(std::move(observer)),
+      queues_(static_cast<size_t>(std::max(1, config.priority_levels))) {
+  scheduler_ = std::thread([this] { Schedule(); });
+  executor_ = std::thread([this] { Execute(); });
+}
+
+Batcher::~Batcher() { Stop(std::chrono::milliseconds(0)); }
+
+bool Batcher::Enqueue(std::shared_ptr<QueuedRequest> request, std::string* why) {
+  int64_t depth = 0;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (!accepting_) {
+      *why = "model '" + name_ + "' is shutting down";
+      return false;
+    }
+    if (DepthLocked() >= config_.max_queue_size) {
+      *why = "the queue of model '" + name_ + "' is full (max_queue_size " +
+             std::to_string(config_.max_queue_size) + "); retry later or raise max_queue_size";
+      return false;
+    }
+    const int priority = std::clamp(request->priority(), 0, static_cast<int>(queues_.size()) - 1);
+    request->enqueued_at = Clock::now();
+    queues_[static_cast<size_t>(priority)].push_back(std::move(request));
+    depth = DepthLocked();
+  }
+  wake_.notify_one();
+  Report(depth);
+  return true;
+}
+
+void Batcher::Stop(std::chrono::milliseconds grace) {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    accepting_ = false;
+    if (!stopping_ || Clock::now() + grace < stop_deadline_) stop_deadline_ = Clock::now() + grace;
+    stopping_ = true;
+  }
+  wake_.notify_all();
+  if (scheduler_.joinable()) scheduler_.join();
+  if (executor_.joinable()) executor_.join();
+}
+
+int64_t Batcher::queue_depth() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return DepthLocked();
+}
+
+int64_t Batcher::DepthLocked() const {
+  int64_t depth = 0;
+  for (const auto& q : queues_) depth += static_cast<int64_t>(q.size());
+  return depth;
+}
+
+void Batcher::Report(int64_t depth) {
+  if (observer_.queue_depth) observer_.queue_depth(depth);
+}
+
+Clock::time_point Batcher::ExpireLocked(Clock::time_point now) {
+  Clock::time_point earliest = Clock::time_point::max();
+  for (auto& queue : queues_) {
+    for (auto it = queue.begin(); it != queue.end();) {
+      const auto& r = *it;
+      const bool expired = r->deadline() <= now;
+      if (expired || r->cancelled()) {
+        if (expired) {
+          r->Reject(QueuedRequest::Rejection::kDeadlineExceeded,
+                    "the deadline passed after " +
+                        std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                           now - r->enqueued_at)
+                                           .count()) +
+                        " ms in the queue of model '" + name_ + "'");
+        } else {
+          r->Reject(QueuedRequest::Rejection::kCancelled, "the client cancelled the call");
+        }
+        if (observer_.queued_for) {
+          observer_.queued_for(std::chrono::duration<double>(now - r->enqueued_at).count());
+        }
+        it = queue.erase(it);
+      } else {
+        earliest = std::min(earliest, r->deadline());
+        ++it;
+      }
+    }
+  }
+  return earliest;
+}
+
+std::vector<std::shared_ptr<QueuedRequest>> Batcher::TakeBatchLocked() {
+  auto head_queue = std::find_if(queues_.begin(), queues_.end(), [](auto& q) { return !q.empty(); });
+  std::shared_ptr<QueuedRequest> head = head_queue->front();
+  head_queue->pop_front();
+
+  // Compatible requests, best first: higher priority, then closest in length to the head (less
+  // padding), then oldest.
+  struct Candidate {
+    size_t queue;
+    std::shared_ptr<QueuedRequest> request;
+  };
+  std::vector<Candidate> candidates;
+  for (size_t q = 0; q < queues_.size(); ++q) {
+    for (const auto& r : queues_[q]) {
+      if (r->batch_key() == head->batch_key()) candidates.push_back({q, r});
+    }
+  }
+  const int64_t head_tokens = head->tokens();
+  std::stable_sort(candidates.begin(), candidates.end(), [&](const Candidate& a, const Candidate& b) {
+    if (a.queue != b.queue) return a.queue < b.queue;
+    return std::llabs(a.request->tokens() - head_tokens) < std::llabs(b.request->tokens() - head_tokens);
+  });
+  std::vector<std::shared_ptr<QueuedRequest>> batch = {head};
+  int64_t tokens = head_tokens;
+  for (const Candidate& c : candidates) {
+    if (static_cast<int64_t>(batch.size()) >= config_.max_batch_size) break;
+    if (tokens + c.request->tokens() > config_.max_batch_tokens) continue;
+    tokens += c.request->tokens();
+    batch.push_back(c.request);
+    auto& queue = queues_[c.queue];
+    queue.erase(std::find(queue.begin(), queue.end(), c.request));
+  }
+  return batch;
+}
+
+void Batcher::Schedule() {
+  std::unique_lock<std::mutex> lock(mutex_);
+  for (;;) {
+    const auto now = Clock::now();
+    if (stopping_ && now >= stop_deadline_) {
+      for (auto& queue : queues_) {
+        for (auto& r : queue) {
+          r->Reject(QueuedRequest::Rejection::kShuttingDown,
+                    "the server shut down before model '" + name_ + "' reached this request");
+        }
+        queue.clear();
+      }
+      break;
+    }
+    const Clock::time_point earliest_deadline = ExpireLocked(now);
+    if (DepthLocked() == 0) {
+      if (stopping_) break;
+      wake_.wait(lock);
+      continue;
+    }
+    const auto poll = std::min(earliest_deadline, now + kCancelPoll);
+    if (executing_) {
+      // The queue grows while the executor works; a larger batch forms when it is free.
+      wake_.wait_until(lock, stopping_ ? std::min(poll, stop_deadline_) : poll);
+      continue;
+    }
+    // The head of the highest non-empty priority decides when the batch is due.
+    const auto& head =
+        std::find_if(queues_.begin(), queues_.end(), [](auto& q) { return !q.empty(); })->front();
+    int64_t compatible = 0, tokens = 0;
+    for (const auto& queue : queues_) {
+      for (const auto& r : queue) {
+        if (r->batch_key() != head->batch_key()) continue;
+        ++compatible;
+        tokens += r->tokens();
+      }
+    }
+    const bool full = compatible >= config_.max_batch_size || tokens >= config_.max_batch_tokens;
+    const auto due = head->enqueued_at + config_.max_queue_delay;
+    if (!full && !stopping_ && now < due) {
+      wake_.wait_until(lock, std::min(due, poll));
+      continue;
+    }
+    next_batch_ = TakeBatchLocked();
+    executing_ = true;
+    const int64_t depth = DepthLocked();
+    int64_t batch_tokens = 0;
+    for (const auto& r : next_batch_) {
+      batch_tokens += r->tokens();
+      if (observer_.queued_for) {
+        observer_.queued_for(std::chrono::duration<double>(now - r->enqueued_at).count());
+      }
+    }
+    if (observer_.batch_formed) {
+      observer_.batch_formed(static_cast<int64_t>(next_batch_.size()), batch_tokens);
+    }
+    batch_ready_.notify_one();
+    lock.unlock();
+    Report(depth);
+    lock.lock();
+  }
+  scheduler_done_ = true;
+  batch_ready_.notify_one();
+  lock.unlock();
+  Report(0);
+}
+
+void Batcher::Execute() {
+  std::unique_lock<std::mutex> lock(mutex_);
+  for (;;) {
+    batch_ready_.wait(lock, [this] { return !next_batch_.empty() || scheduler_done_; });
+    if (next_batch_.empty()) return;
+    std::vector<std::shared_ptr<QueuedRequest>> batch = std::move(next_batch_);
+    next_batch_.clear();
+    lock.unlock();
+    runner_(batch);
+    batch.clear();
+    lock.lock();
+    executing_ = false;
+    wake_.notify_all();
+  }
+}
+
+}  // namespace normserve

@@ -1,0 +1,154 @@
+// The inference calls as the batcher sees them: each one knows its model version, its cost
+// in tokens and how to answer its client. RunBatch runs a batch of equal calls as one model
+// invocation and answers each caller with its own part.
+#pragma once
+
+#include <grpcpp/grpcpp.h>
+
+#include <atomic>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+
+#include "models/served_model.h"
+#include "normserve/v1/normserve.grpc.pb.h"
+#include "server/batcher.h"
+
+namespace normserve {
+
+class Metrics;
+
+// Finishes an RPC once, recording its status and duration.
+class CallRecord {
+ public:
+  CallRecord(Metrics* metrics, const char* rpc);
+  ~CallRecord();
+  void Finish(const grpc::Status& status, const ServedModel* model);
+
+ private:
+  Metrics* metrics_;
+  const char* rpc_;
+  Clock::time_point start_;
+  bool finished_ = false;
+};
+
+// The gRPC deadline of a call on the batcher's clock.
+Clock::time_point SteadyDeadline(const grpc::CallbackServerContext* context);
+
+class InferenceCall : public QueuedRequest {
+ public:
+  InferenceCall(grpc::CallbackServerContext* context, std::shared_ptr<const ServedModel> model,
+                int priority, int64_t tokens, std::string batch_key, Metrics* metrics,
+                const char* rpc);
+
+  const std::string& batch_key() const override { return batch_key_; }
+  int64_t tokens() const override { return tokens_; }
+  int priority() const override { return priority_; }
+  Clock::time_point deadline() const override { return deadline_; }
+  bool cancelled() const override { return context_->IsCancelled(); }
+  void Reject(Rejection why, const std::string& message) override;
+
+  const ServedModel& model() const { return *model_; }
+  // Answers the client, once: later calls do nothing.
+  void Finish(const grpc::Status& status);
+
+ protected:
+  virtual void Respond(const grpc::Status& status) = 0;
+
+  grpc::CallbackServerContext* const context_;
+  const std::shared_ptr<const ServedModel> model_;
+  CallRecord record_;
+
+ private:
+  const int priority_;
+  const int64_t tokens_;
+  const std::string batch_key_;
+  const Clock::time_point deadline_;
+  std::atomic<bool> finished_{false};
+};
+
+class TranslateCall : public InferenceCall {
+ public:
+  TranslateCall(grpc::CallbackServerContext* context, grpc::ServerUnaryReactor* reactor,
+                std::shared_ptr<const ServedModel> model, int priority, TokenBatch sources,
+                TranslationOptions options, v1::TranslateResponse* response, Metrics* metrics);
+
+  TokenBatch sources;
+  TranslationOptions options;
+  v1::TranslateResponse* response;
+
+ private:
+  void Respond(const grpc::Status& status) override;
+  grpc::ServerUnaryReactor* reactor_;
+};
+
+class ScoreCall : public InferenceCall {
+ public:
+  ScoreCall(grpc::CallbackServerContext* context, grpc::ServerUnaryReactor* reactor,
+            std::shared_ptr<const ServedModel> model, int priority, TokenBatch sources,
+            TokenBatch targets, v1::ScoreResponse* response, Metrics* metrics);
+
+  TokenBatch sources;  // empty for language models
+  TokenBatch targets;
+  v1::ScoreResponse* response;
+
+ private:
+  void Respond(const grpc::Status& status) override;
+  grpc::ServerUnaryReactor* reactor_;
+};
+
+// A Generate stream: the worker pushes text pieces; gRPC writes them one at a time.
+class GenerateStream;
+
+class GenerateCall : public InferenceCall {
+ public:
+  GenerateCall(grpc::CallbackServerContext* context, std::shared_ptr<GenerateStream> stream,
+               std::shared_ptr<const ServedModel> model, int priority, std::vector<int64_t> prompt,
+               GenerationOptions options, Metrics* metrics);
+  bool cancelled() const override;
+  // Sends one piece; false once the client is gone.
+  bool Send(v1::GenerateResponse message);
+
+  std::vector<int64_t> prompt;
+  GenerationOptions options;
+
+ private:
+  void Respond(const grpc::Status& status) override;
+  std::shared_ptr<GenerateStream> stream_;
+};
+
+// The gRPC side of a Generate stream. Owned by gRPC until OnDone.
+class GenerateStream : public grpc::ServerWriteReactor<v1::GenerateResponse>,
+                       public std::enable_shared_from_this<GenerateStream> {
+ public:
+  static std::shared_ptr<GenerateStream> Create();
+  // The reactor to return from the handler.
+  grpc::ServerWriteReactor<v1::GenerateResponse>* reactor() { return this; }
+
+  bool Push(v1::GenerateResponse message);
+  void Complete(const grpc::Status& status);
+  bool gone() const { return gone_; }
+
+  void OnWriteDone(bool ok) override;
+  void OnCancel() override;
+  void OnDone() override;
+
+ private:
+  GenerateStream() = default;
+  void FinishIfDoneLocked();
+
+  std::mutex mutex_;
+  std::deque<v1::GenerateResponse> pending_;
+  bool writing_ = false;
+  std::optional<grpc::Status> final_status_;
+  bool finish_called_ = false;
+  std::atomic<bool> gone_{false};
+  std::shared_ptr<GenerateStream> self_;  // keeps this alive until OnDone
+};
+
+// Runs a batch of calls that share a batch key, i.e. one call type, version and options.
+void RunBatch(std::vector<std::shared_ptr<QueuedRequest>>& batch, Metrics* metrics);
+
+}  // namespace normserve

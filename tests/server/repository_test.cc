@@ -1,0 +1,261 @@
+// The model lifecycle on a stand-in model (no LibTorch, so it also runs under
+// ThreadSanitizer): versions and policies, polling with settling, failed versions that never
+// replace a serving one, explicit load and unload, name checks, variant groups, and swaps
+// while other threads resolve.
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <set>
+#include <thread>
+
+#include "models/errors.h"
+#include "server/model_repository.h"
+
+namespace normserve {
+namespace {
+
+namespace fs = std::filesystem;
+
+// A "model" whose weights are one line of text; "corrupt" fails to load.
+class FakeModel {
+ public:
+  FakeModel(std::string name, int64_t version, std::string dir, std::string content)
+      : name_(std::move(name)), version_(version), dir_(std::move(dir)), content_(std::move(content)) {}
+  const std::string& name() const { return name_; }
+  int64_t version() const { return version_; }
+  const std::string& dir() const { return dir_; }
+  std::string norm_label() const { return "rmsnorm"; }
+  const std::string& content() const { return content_; }
+
+ private:
+  std::string name_;
+  int64_t version_;
+  std::string dir_;
+  std::string content_;
+};
+
+using Repository = ModelRepositoryT<FakeModel>;
+
+class RepositoryTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    root_ = fs::temp_directory_path() /
+            ("normserve-repo-test-" + std::to_string(std::random_device{}()));
+    fs::create_directories(root_);
+  }
+  void TearDown() override {
+    repository_.reset();
+    fs::remove_all(root_);
+  }
+
+  void WriteVersion(const std::string& model, int64_t version, const std::string& content) {
+    const fs::path dir = root_ / model / std::to_string(version);
+    fs::create_directories(dir);
+    std::ofstream(dir / "weights") << content;
+  }
+  void WriteModelJson(const std::string& model, const std::string& json) {
+    fs::create_directories(root_ / model);
+    std::ofstream(root_ / model / "model.json") << json;
+  }
+
+  Repository& Make() {
+    repository_ = std::make_unique<Repository>(
+        root_.string(), BatcherConfig{},
+        [this](const std::string& dir, const std::string& name, int64_t version) {
+          ++loads_;
+          std::ifstream in(dir + "/weights");
+          if (!in) throw ModelLoadError(dir + "/weights: missing");
+          std::string content;
+          std::getline(in, content);
+          if (content == "corrupt") throw ModelLoadError(dir + "/weights: corrupt");
+          return std::make_shared<const FakeModel>(name, version, dir, content);
+        },
+        nullptr,
+        [](const std::string& name, const BatcherConfig& config) {
+          return std::make_shared<Batcher>(name, config, [](auto&) {});
+        },
+        [this](const std::string& name, bool ready) {
+          std::lock_guard<std::mutex> lock(mutex_);
+          readiness_[name] = ready;
+        });
+    return *repository_;
+  }
+
+  std::string Serving(const std::string& name, int64_t version = 0) {
+    Repository::LookupError error;
+    std::string message;
+    auto target = repository_->Resolve(name, version, &error, &message);
+    return target.model ? target.model->content() : "error: " + message;
+  }
+
+  fs::path root_;
+  std::unique_ptr<Repository> repository_;
+  std::atomic<int> loads_{0};
+  std::mutex mutex_;
+  std::map<std::string, bool> readiness_;
+};
+
+TEST_F(RepositoryTest, ServesTheNewestVersionAndReportsReadiness) {
+  WriteVersion("m", 1, "one");
+  WriteVersion("m", 2, "two");
+  Make().LoadAll();
+  EXPECT_EQ(Serving("m"), "two");
+  EXPECT_NE(Serving("m", 1).find("version 1 of model 'm' is not loaded"), std::string::npos);
+  const auto status = repository_->Get("m");
+  ASSERT_TRUE(status);
+  EXPECT_EQ(status->state, "READY");
+  EXPECT_EQ(status->ready_versions, std::vector<int64_t>{2});
+  EXPECT_TRUE(readiness_["m"]);
+}
+
+TEST_F(RepositoryTest, VersionPoliciesLatestNAndSpecific) {
+  for (int v = 1; v <= 3; ++v) WriteVersion("latest", v, "v" + std::to_string(v));
+  for (int v = 1; v <= 3; ++v) WriteVersion("pinned", v, "v" + std::to_string(v));
+  WriteModelJson("latest", R"({"version_policy": {"latest": 2}})");
+  WriteModelJson("pinned", R"({"version_policy": {"specific": [1, 3]}})");
+  Make().LoadAll();
+  EXPECT_EQ(repository_->Get("latest")->ready_versions, (std::vector<int64_t>{2, 3}));
+  EXPECT_EQ(repository_->Get("pinned")->ready_versions, (std::vector<int64_t>{1, 3}));
+  EXPECT_EQ(Serving("latest", 2), "v2");
+  EXPECT_EQ(Serving("pinned", 1), "v1");
+}
+
+TEST_F(RepositoryTest, PollingLoadsANewVersionOnceItsFilesSettle) {
+  WriteVersion("m", 1, "one");
+  Make().LoadAll();
+  WriteVersion("m", 2, "two");
+  repository_->Poll();  // first sight of version 2: it may still be copying
+  EXPECT_EQ(Serving("m"), "one");
+  repository_->Poll();  // unchanged since the last scan: load and swap
+  EXPECT_EQ(Serving("m"), "two");
+  EXPECT_EQ(repository_->Get("m")->ready_versions, std::vector<int64_t>{2});
+}
+
+TEST_F(RepositoryTest, AFailedVersionNeverReplacesTheServingOneAndIsNotRetriedUnchanged) {
+  WriteVersion("m", 1, "one");
+  Make().LoadAll();
+  WriteVersion("m", 2, "corrupt");
+  repository_->Poll();
+  repository_->Poll();
+  EXPECT_EQ(Serving("m"), "one");
+  const auto status = repository_->Get("m");
+  EXPECT_EQ(status->state, "READY");
+  EXPECT_NE(status->error.find("corrupt"), std::string::npos) << status->error;
+  const int loads = loads_;
+  repository_->Poll();
+  repository_->Poll();
+  EXPECT_EQ(loads_, loads) << "the same broken files were loaded again";
+  // Fixed files load.
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));  // a distinct modification time
+  WriteVersion("m", 2, "two");
+  repository_->Poll();
+  repository_->Poll();
+  EXPECT_EQ(Serving("m"), "two");
+  EXPECT_TRUE(repository_->Get("m")->error.empty());
+}
+
+TEST_F(RepositoryTest, AHalfCopiedVersionDoesNotServe) {
+  WriteVersion("m", 1, "one");
+  Make().LoadAll();
+  fs::create_directories(root_ / "m" / "2");  // no weights yet
+  repository_->Poll();
+  repository_->Poll();
+  EXPECT_EQ(Serving("m"), "one");
+}
+
+TEST_F(RepositoryTest, RemovedModelsAndVersionsAreUnloaded) {
+  WriteVersion("m", 1, "one");
+  WriteVersion("m", 2, "two");
+  WriteVersion("gone", 1, "x");
+  Make().LoadAll();
+  fs::remove_all(root_ / "m" / "2");
+  fs::remove_all(root_ / "gone");
+  repository_->Poll();
+  EXPECT_EQ(Serving("m"), "one");
+  EXPECT_FALSE(repository_->Get("gone"));
+  EXPECT_FALSE(readiness_["gone"]);
+}
+
+TEST_F(RepositoryTest, ExplicitUnloadAndLoad) {
+  WriteVersion("m", 1, "one");
+  Make().LoadAll();
+  std::string error;
+  ASSERT_TRUE(repository_->Unload("m", &error));
+  EXPECT_EQ(repository_->Get("m")->state, "UNLOADED");
+  EXPECT_NE(Serving("m").find("unloaded"), std::string::npos);
+  EXPECT_FALSE(readiness_["m"]);
+  EXPECT_EQ(repository_->Load("m"), "");
+  EXPECT_EQ(Serving("m"), "one");
+  EXPECT_FALSE(repository_->Unload("nope", &error));
+  EXPECT_NE(repository_->Load("nope").find("not in the repository"), std::string::npos);
+}
+
+TEST_F(RepositoryTest, NamesMustBeSingleDirectoriesInsideTheRepository) {
+  for (const std::string bad : {"", ".", "..", "../etc", "/abs", "a/b", ".hidden", "a b"}) {
+    EXPECT_FALSE(Repository::IsValidName(bad)) << bad;
+  }
+  for (const std::string good : {"deen", "deen_rms-2", "lm.v1"}) {
+    EXPECT_TRUE(Repository::IsValidName(good)) << good;
+  }
+}
+
+TEST_F(RepositoryTest, AVariantGroupSpreadsRequestsByWeight) {
+  WriteVersion("deen_ln", 1, "ln");
+  WriteVersion("deen_rms", 1, "rms");
+  WriteModelJson("deen_ln", R"({"group": "deen", "weight": 1})");
+  WriteModelJson("deen_rms", R"({"group": "deen", "weight": 3})");
+  Make().LoadAll();
+  std::map<std::string, int> served;
+  for (int i = 0; i < 4000; ++i) ++served[Serving("deen")];
+  ASSERT_EQ(served.size(), 2u) << "errors: " << served.begin()->first;
+  // Expected 1000 and 3000; 6 standard deviations is about 164.
+  EXPECT_NEAR(served["ln"], 1000, 200);
+  EXPECT_NEAR(served["rms"], 3000, 200);
+  EXPECT_TRUE(readiness_["deen"]);
+  EXPECT_NE(repository_->ReadyNames().find("deen (group)"), std::string::npos);
+}
+
+TEST_F(RepositoryTest, ABrokenModelJsonIsReportedAndOthersServe) {
+  WriteVersion("bad", 1, "x");
+  WriteModelJson("bad", R"({"max_batch_size": "many"})");
+  WriteVersion("good", 1, "g");
+  Make().LoadAll();
+  EXPECT_EQ(Serving("good"), "g");
+  const auto bad = repository_->Get("bad");
+  ASSERT_TRUE(bad);
+  EXPECT_EQ(bad->state, "UNAVAILABLE");
+  EXPECT_NE(bad->error.find("max_batch_size"), std::string::npos) << bad->error;
+}
+
+TEST_F(RepositoryTest, SwapsWhileOtherThreadsResolveNeverFail) {
+  WriteVersion("m", 1, "v1");
+  Make().LoadAll();
+  std::atomic<bool> stop{false};
+  std::atomic<int> failures{0}, resolved{0};
+  std::vector<std::thread> clients;
+  for (int t = 0; t < 4; ++t) {
+    clients.emplace_back([&] {
+      while (!stop) {
+        const std::string s = Serving("m");
+        if (s.rfind("v", 0) != 0) ++failures;
+        ++resolved;
+      }
+    });
+  }
+  for (int v = 2; v <= 6; ++v) {
+    WriteVersion("m", v, "v" + std::to_string(v));
+    repository_->Poll();
+    repository_->Poll();
+    EXPECT_EQ(Serving("m"), "v" + std::to_string(v));
+  }
+  stop = true;
+  for (auto& c : clients) c.join();
+  EXPECT_EQ(failures, 0);
+  EXPECT_GT(resolved, 0);
+}
+
+}  // namespace
+}  // namespace normserve
