@@ -287,6 +287,11 @@ GenerationResult ServedModel::Generate(
     generated.push_back(static_cast<int>(token));
     ++result.tokens;
     std::string decoded = rt.target_tokenizer->Decode(generated);
+    // SentencePiece drops the word-boundary space of the first piece; a continuation keeps
+    // it, so that prompt + text reads right.
+    if (rt.target_tokenizer->Piece(generated.front()).rfind("\xe2\x96\x81", 0) == 0) {
+      decoded.insert(0, " ");
+    }
     // Detokenizing more pieces only appends, except that a piece can change how the text
     // before it reads; text already sent stays as sent.
     if (decoded.compare(0, sent, text, 0, sent) != 0) decoded = text.substr(0, sent) + decoded.substr(std::min(sent, decoded.size()));

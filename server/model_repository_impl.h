@@ -285,7 +285,11 @@ std::string ModelRepositoryT<Model>::Sync(const std::string& name, bool settle) 
         ++it;
       }
     }
-    if (error.empty() && !entry.ready.empty()) entry.error.clear();
+    // The last failure stays visible until a load succeeds or its files are gone.
+    for (auto it = entry.failed.begin(); it != entry.failed.end();) {
+      it = present.count(it->first) ? std::next(it) : entry.failed.erase(it);
+    }
+    if ((!to_load.empty() && error.empty()) || entry.failed.empty()) entry.error.clear();
     ready = !entry.ready.empty();
     if (ready && !entry.batcher) entry.batcher = make_batcher_(name, entry.serving.batching);
     if (!ready && entry.error.empty()) {

@@ -105,6 +105,25 @@ class CliEndToEnd(unittest.TestCase):
         self.assertEqual(no_tab.returncode, 2)
         self.assertIn("SOURCE<TAB>TARGET", no_tab.stderr)
 
+    def test_generate_streams_and_reproduces_with_a_seed(self):
+        first = self.cli("generate", "--model", "enlm", "--seed", "5", "--max-new-tokens", "8",
+                         "the house")
+        self.assertEqual(first.returncode, 0, first.stderr)
+        self.assertTrue(first.stdout.strip())
+        self.assertRegex(first.stderr, r"\[(length|eos)\]")
+        again = self.cli("generate", "--model", "enlm", "--seed", "5", "--max-new-tokens", "8",
+                         "the house")
+        self.assertEqual(again.stdout, first.stdout)
+        pieces = self.cli("--json", "generate", "--model", "enlm", "--max-new-tokens", "4", "a")
+        self.assertEqual(json.loads(pieces.stdout.splitlines()[-1])["finish_reason"] in
+                         ("length", "eos"), True)
+
+    def test_load_and_unload_need_explicit_model_control(self):
+        out = self.cli("unload", "enlm")
+        self.assertEqual(out.returncode, 1)
+        self.assertIn("FAILED_PRECONDITION", out.stderr)
+        self.assertIn("--model-control explicit", out.stderr)
+
     def test_metrics_endpoint_counts_requests(self):
         self.cli("translate", "--model", "deen", "Hallo")
         with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics",
