@@ -91,6 +91,10 @@ Metrics::Metrics(const std::string& address)
                       .Name("normserve_queue_depth")
                       .Help("Requests waiting in the batcher's queue")
                       .Register(*registry_);
+  max_queue_size_ = &prometheus::BuildGauge()
+                        .Name("normserve_max_queue_size")
+                        .Help("The model's queue limit (max_queue_size)")
+                        .Register(*registry_);
   inflight_ = &prometheus::BuildGauge()
                    .Name("normserve_inflight_requests")
                    .Help("RPCs received and not yet answered")
@@ -161,6 +165,10 @@ void Metrics::RecordCompute(const std::string& model, const std::string& norm, d
 
 void Metrics::SetQueueDepth(const std::string& model, int64_t depth) {
   queue_depth_->Add({{"model", model}}).Set(static_cast<double>(depth));
+}
+
+void Metrics::SetMaxQueueSize(const std::string& model, int64_t size) {
+  max_queue_size_->Add({{"model", model}}).Set(static_cast<double>(size));
 }
 
 void Metrics::AddInflight(int64_t delta) { inflight_->Increment(static_cast<double>(delta)); }

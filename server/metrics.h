@@ -42,6 +42,8 @@ class Metrics {
   void RecordBatch(const std::string& model, int64_t requests, int64_t tokens);
   void RecordCompute(const std::string& model, const std::string& norm, double seconds);
   void SetQueueDepth(const std::string& model, int64_t depth);
+  // The model's max_queue_size, so that dashboards and alerts can relate the depth to it.
+  void SetMaxQueueSize(const std::string& model, int64_t size);
   void AddInflight(int64_t delta);
   // kind: "source" (tokens read) or "generated" (tokens written).
   void AddTokens(const std::string& model, const std::string& kind, int64_t count);
@@ -62,6 +64,7 @@ class Metrics {
   prometheus::Family<prometheus::Histogram>* batch_size_;
   prometheus::Family<prometheus::Histogram>* batch_tokens_;
   prometheus::Family<prometheus::Gauge>* queue_depth_;
+  prometheus::Family<prometheus::Gauge>* max_queue_size_;
   prometheus::Gauge* inflight_;
   prometheus::Family<prometheus::Counter>* tokens_;
   prometheus::Family<prometheus::Histogram>* norm_duration_;

@@ -21,6 +21,7 @@ constexpr char kServiceName[] = "normserve.v1.NormServe";
 
 std::shared_ptr<Batcher> MakeBatcher(const std::string& name, const BatcherConfig& config,
                                      Metrics* metrics) {
+  metrics->SetMaxQueueSize(name, config.max_queue_size);
   BatcherObserver observer;
   observer.queue_depth = [metrics, name](int64_t depth) { metrics->SetQueueDepth(name, depth); };
   observer.queued_for = [metrics, name](double s) { metrics->RecordQueueTime(name, s); };
