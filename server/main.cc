@@ -4,7 +4,7 @@
 #include <iostream>
 #include <thread>
 
-#include "models/compute_threads.h"
+#include "models/compute.h"
 #include "server/log.h"
 #include "server/server.h"
 

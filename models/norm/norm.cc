@@ -28,6 +28,7 @@ std::vector<std::string> NormTensorNames(const NormConfig& config) {
 
 NormParams FoldNorm(const NormConfig& config, int64_t dim, const NormWeights& w) {
   NormParams p;
+  p.kind = config.kind;
   p.eps = static_cast<float>(config.eps);
   p.eps_inside_sqrt = config.eps_inside_sqrt;
   const at::Tensor g = w.weight.to(at::kFloat).reshape({dim});

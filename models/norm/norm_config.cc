@@ -33,7 +33,8 @@ std::optional<NormKind> ParseNormKind(std::string_view name) {
 
 int64_t PartialChannels(const NormConfig& config, int64_t d) {
   const double exact = config.partial * static_cast<double>(d);
-  const auto k = static_cast<int64_t>(config.partial_round_up ? std::ceil(exact) : std::floor(exact));
+  const auto k =
+      static_cast<int64_t>(config.partial_round_up ? std::ceil(exact) : std::floor(exact));
   return std::clamp<int64_t>(k, 1, d);
 }
 

@@ -1,47 +1,57 @@
 #include "models/norm/norm_op_cpu.h"
 
-#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "models/norm/norm_cpu_rows.h"
 
 namespace normserve::cpu {
 namespace {
 
-at::Tensor InverseRoot(const at::Tensor& s, const NormParams& p) {
-  return p.eps_inside_sqrt ? at::rsqrt(s + p.eps) : at::reciprocal(at::sqrt(s) + p.eps);
+// The last-level cache of CPU 0 (sysfs, else sysconf, else 8 MiB).
+int64_t LastLevelCacheBytes() {
+  for (int index = 4; index >= 0; --index) {
+    std::ifstream in("/sys/devices/system/cpu/cpu0/cache/index" + std::to_string(index) + "/size");
+    std::string size;
+    if (!(in >> size) || size.empty()) continue;
+    int64_t v = std::atoll(size.c_str());
+    if (size.back() == 'K') v <<= 10;
+    if (size.back() == 'M') v <<= 20;
+    if (v > 0) return v;
+  }
+  const long v = sysconf(_SC_LEVEL3_CACHE_SIZE);
+  return v > 0 ? v : int64_t{8} << 20;
+}
+
+std::atomic<int64_t>& StreamingThreshold() {
+  static std::atomic<int64_t> threshold{LastLevelCacheBytes()};
+  return threshold;
 }
 
 }  // namespace
 
-// Plain ATen composite in float32. Correct for every variant; the fast kernels replace it.
-void NormForward(const at::Tensor& x, const NormParams& p, at::Tensor& y) {
-  const at::Tensor h = x.to(at::kFloat);
-  at::Tensor normalized;
-  switch (p.statistic) {
-    case RowStatistic::kNone:
-      normalized = h;
-      break;
-    case RowStatistic::kMeanVariance: {
-      const at::Tensor mean = h.mean(-1, /*keepdim=*/true);
-      const at::Tensor centered = h - mean;
-      normalized = centered * InverseRoot(centered.pow(2).mean(-1, true), p);
-      break;
-    }
-    case RowStatistic::kMeanSquare: {
-      const int64_t k = p.stat_channels == 0 ? h.size(-1) : p.stat_channels;
-      normalized = h * InverseRoot(h.narrow(-1, 0, k).pow(2).mean(-1, true), p);
-      break;
-    }
-    case RowStatistic::kGroupMeanSquare: {
-      std::vector<int64_t> grouped(h.sizes().begin(), h.sizes().end() - 1);
-      grouped.push_back(p.groups);
-      grouped.push_back(h.size(-1) / p.groups);
-      const at::Tensor g = h.reshape(grouped);
-      normalized = (g * InverseRoot(g.pow(2).mean(-1, true), p)).reshape(h.sizes());
-      break;
-    }
-  }
-  at::Tensor out = normalized * p.scale;
-  if (p.shift.defined()) out = out + p.shift;
-  y.copy_(out);
+int64_t StreamingThresholdBytes() { return StreamingThreshold().load(); }
+void SetStreamingThresholdBytes(int64_t bytes) { StreamingThreshold().store(bytes); }
+
+void RunNorm(const NormKernelArgs& args) {
+  ValidateNormArgs(args);
+  if (args.rows == 0 || args.d == 0) return;
+  const NormRowsFn rows_fn = SelectedNormRows();
+  const bool stream = args.rows * args.d * NormDtypeSize(args.dtype) >= StreamingThreshold().load();
+  // At least ~16K elements per task: below that the fork/join costs more than it saves.
+  const int64_t grain = std::max<int64_t>(1, (16384 + args.d - 1) / args.d);
+  at::parallel_for(0, args.rows, grain, [&](int64_t begin, int64_t end) {
+    thread_local std::vector<float> buffer;
+    const auto size = static_cast<size_t>(RowBufferFloats(args.d));
+    if (buffer.size() < size) buffer.resize(size);
+    rows_fn(args, begin, end, buffer.data(), stream);
+  });
 }
 
 }  // namespace normserve::cpu

@@ -31,6 +31,7 @@ at::Tensor TokenEmbedding::operator()(const at::Tensor& tokens, int64_t offset) 
 }
 
 void TokenEmbedding::To(const at::Device& device) {
+  if (!table_.defined()) return;  // an LM has no source embedding
   table_ = table_.to(device);
   positions_ = positions_.to(device);
 }

@@ -7,6 +7,7 @@
 
 #include "models/io/weight_store.h"
 #include "models/norm/norm.h"
+#include "models/norm/norm_timing.h"
 #include "models/transformer/embedding.h"
 
 namespace normserve {
@@ -96,12 +97,9 @@ EncoderOutput EncoderOutput::Expand(int64_t times) const {
 }
 
 void DecoderState::Reorder(const at::Tensor& index) {
+  // Rows only move among the beams of one sentence, which share the encoder memory and so
+  // the cross-attention keys and values: only the self-attention caches change.
   for (KVCache& c : self_attention) c.Reorder(index);
-  for (KVCache& c : cross_attention) c.Reorder(index);
-  if (memory.states.defined()) {
-    memory.states = memory.states.index_select(0, index);
-    memory.memory_mask = memory.memory_mask.index_select(0, index);
-  }
 }
 
 Transformer::Transformer(const ModelConfig& c, WeightStore& store)
@@ -157,6 +155,7 @@ Transformer::~Transformer() = default;
 Transformer::Transformer(Transformer&&) noexcept = default;
 
 EncoderOutput Transformer::Encode(const at::Tensor& tokens) const {
+  const NormForwardTiming norm_timing;  // samples the norm layers' time (norm_timing.h)
   const auto& L = *layers_;
   const at::Tensor padding = tokens.eq(config_.special.pad);
   const at::Tensor mask =
@@ -187,6 +186,7 @@ DecoderState Transformer::StartDecoding(EncoderOutput memory, int64_t batch) con
 }
 
 at::Tensor Transformer::Decode(const at::Tensor& tokens, DecoderState& state) const {
+  const NormForwardTiming norm_timing;  // samples the norm layers' time (norm_timing.h)
   const auto& L = *layers_;
   const int64_t new_steps = tokens.size(1);
   if (state.steps + new_steps > config_.max_positions) {
@@ -219,6 +219,7 @@ at::Tensor Transformer::Decode(const at::Tensor& tokens, DecoderState& state) co
 }
 
 void Transformer::To(const at::Device& device) {
+  device_ = device;
   auto& L = *layers_;
   L.source_embedding.To(device);
   L.target_embedding.To(device);

@@ -27,7 +27,8 @@ struct DecoderState {
   std::vector<KVCache> cross_attention;  // one per layer, transformer_mt only
   EncoderOutput memory;
   int64_t steps = 0;  // tokens decoded so far
-  // Keeps rows `index` (beam search's reordering), caches included.
+  // Row i takes the decoding history of row index[i] (beam search's reordering). index must
+  // keep every row within its sentence's group of beams.
   void Reorder(const at::Tensor& index);
 };
 
@@ -47,6 +48,7 @@ class Transformer {
 
   const ModelConfig& config() const { return config_; }
   void To(const at::Device& device);
+  const at::Device& device() const { return device_; }
   int64_t parameter_count() const { return parameters_; }
 
  private:
@@ -54,6 +56,7 @@ class Transformer {
   ModelConfig config_;
   std::unique_ptr<Layers> layers_;
   int64_t parameters_ = 0;
+  at::Device device_ = at::kCPU;
 };
 
 }  // namespace normserve
