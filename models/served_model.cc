@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "models/compute.h"
 #include "models/decoding/sampling.h"
 #include "models/decoding/search.h"
 #include "models/errors.h"
@@ -88,7 +89,8 @@ ServedModel::ServedModel(std::string name, int64_t version, std::string dir, Mod
 ServedModel::~ServedModel() = default;
 
 std::shared_ptr<const ServedModel> ServedModel::Load(const std::string& dir, std::string name,
-                                                     int64_t version) {
+                                                     int64_t version, const std::string& device) {
+  if (const std::string why = CheckComputeDevice(device); !why.empty()) throw ModelLoadError(why);
   ModelConfig config = LoadModelConfig(dir + "/config.json");
   std::shared_ptr<ServedModel> model(
       new ServedModel(std::move(name), version, dir, std::move(config)));
@@ -103,6 +105,7 @@ std::shared_ptr<const ServedModel> ServedModel::Load(const std::string& dir, std
   c10::InferenceMode guard;
   WeightStore store(weights_path, LoadWeights(weights_path));
   rt.transformer = std::make_unique<Transformer>(c, store);
+  rt.transformer->To(c10::Device(device));
   return model;
 }
 
@@ -169,10 +172,12 @@ std::vector<std::vector<TranslationHypothesis>> ServedModel::TranslateTokens(
     inputs.back().push_back(config_.special.eos);
   }
   c10::InferenceMode guard;
-  const EncoderOutput memory = rt.transformer->Encode(PadBatch(inputs, config_.special.pad));
+  const EncoderOutput memory =
+      rt.transformer->Encode(PadBatch(inputs, config_.special.pad, rt.transformer->device()));
   std::vector<std::vector<Hypothesis>> found;
   if (options.beam_size == 1) {
-    for (Hypothesis& h : GreedySearch(*rt.transformer, memory, max_lengths, stop)) {
+    for (Hypothesis& h :
+         GreedySearch(*rt.transformer, memory, max_lengths, options.length_penalty, stop)) {
       found.push_back({std::move(h)});
     }
   } else {
@@ -203,7 +208,7 @@ std::vector<TextScore> ServedModel::ScoreTokens(const TokenBatch& sources,
   if (config_.is_mt()) {
     TokenBatch inputs = sources;
     for (auto& s : inputs) s.push_back(config_.special.eos);
-    memory = rt.transformer->Encode(PadBatch(inputs, config_.special.pad));
+    memory = rt.transformer->Encode(PadBatch(inputs, config_.special.pad, rt.transformer->device()));
   }
   const auto logprobs = ScoreTargets(*rt.transformer, memory, targets);
   std::vector<TextScore> out;

@@ -61,9 +61,10 @@ class ServedModel {
   static constexpr size_t kMaxBatchTexts = 1024;
 
   // Loads <dir>/config.json, <dir>/model.safetensors and the tokenizer files the config
-  // names. Throws ModelLoadError saying which file is wrong and how.
+  // names, onto `device` ("cpu", "cuda", "cuda:N"). Throws ModelLoadError saying which file
+  // is wrong and how.
   static std::shared_ptr<const ServedModel> Load(const std::string& dir, std::string name,
-                                                 int64_t version);
+                                                 int64_t version, const std::string& device = "cpu");
   ~ServedModel();
 
   // The checks and the tokenization of a request, split from the model work so that a

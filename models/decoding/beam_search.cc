@@ -17,11 +17,11 @@ struct Sentence {
   bool done = false;
 };
 
-double Normalize(double logprob, size_t output_tokens, double length_penalty) {
+}  // namespace
+
+double NormalizedScore(double logprob, size_t output_tokens, double length_penalty) {
   return logprob / std::pow(static_cast<double>(output_tokens), length_penalty);
 }
-
-}  // namespace
 
 // Batched beam search in fairseq's manner: each step keeps the 2K best expansions of a
 // sentence's K beams; a </s> among the best K finishes a hypothesis, and a sentence is done
@@ -40,10 +40,11 @@ std::vector<std::vector<Hypothesis>> BeamSearch(const Transformer& model,
 
   // Only the first beam of each sentence is live at the start, so step 0 does not return K
   // copies of the same expansion.
-  at::Tensor beam_scores = at::full({batch, k}, kNegInf, at::kFloat);
+  const at::Device device = model.device();
+  at::Tensor beam_scores = at::full({batch, k}, kNegInf, at::TensorOptions().device(device));
   beam_scores.select(1, 0).zero_();
   at::Tensor history = at::empty({rows, 0}, at::kLong);
-  at::Tensor next = at::full({rows, 1}, special.eos, at::kLong);
+  at::Tensor next = at::full({rows, 1}, special.eos, at::TensorOptions().dtype(at::kLong).device(device));
   std::vector<Sentence> sentences(batch);
   int64_t remaining = batch;
 
@@ -60,7 +61,9 @@ std::vector<std::vector<Hypothesis>> BeamSearch(const Transformer& model,
     ForceEosAtLimit(logprobs, step, max_lengths, special.eos);
     const int64_t vocab = logprobs.size(1);
     const at::Tensor candidates = (beam_scores.view({rows, 1}) + logprobs).view({batch, k * vocab});
-    const auto [top_scores, top_index] = candidates.topk(std::min(2 * k, k * vocab), 1);
+    const auto [top_on_device, index_on_device] = candidates.topk(std::min(2 * k, k * vocab), 1);
+    // The bookkeeping below runs on the host.
+    const at::Tensor top_scores = top_on_device.cpu(), top_index = index_on_device.cpu();
     const auto score_a = top_scores.accessor<float, 2>();
     const auto index_a = top_index.accessor<int64_t, 2>();
     const auto history_a = history.accessor<int64_t, 2>();
@@ -85,7 +88,7 @@ std::vector<std::vector<Hypothesis>> BeamSearch(const Transformer& model,
           Hypothesis h;
           h.tokens.assign(&history_a[row][0], &history_a[row][0] + step);
           h.logprob = score;
-          h.score = Normalize(score, h.tokens.size() + 1, options.length_penalty);
+          h.score = NormalizedScore(score, h.tokens.size() + 1, options.length_penalty);
           s.finished.push_back(std::move(h));
           if (static_cast<int64_t>(s.finished.size()) == k) {
             s.done = true;
@@ -105,10 +108,10 @@ std::vector<std::vector<Hypothesis>> BeamSearch(const Transformer& model,
       }
       for (int64_t j = kept; j < k; ++j) reorder_a[b * k + j] = b * k;  // dead rows
     }
-    beam_scores = scores;
+    beam_scores = scores.to(device);
     history = at::cat({history.index_select(0, reorder), tokens.unsqueeze(1)}, 1);
-    state.Reorder(reorder);
-    next = tokens.unsqueeze(1);
+    state.Reorder(reorder.to(device));
+    next = tokens.unsqueeze(1).to(device);
   }
 
   std::vector<std::vector<Hypothesis>> out(batch);

@@ -38,9 +38,10 @@ SamplingStop SampleContinuation(const Transformer& model, const std::vector<int6
   DecoderState state = model.StartDecoding(EncoderOutput{}, 1);
   std::vector<int64_t> input = {special.eos};
   input.insert(input.end(), prompt.begin(), prompt.end());
-  at::Tensor next = PadBatch({input}, special.pad);
+  at::Tensor next = PadBatch({input}, special.pad, model.device());
   for (int64_t produced = 0; produced < options.max_new_tokens; ++produced) {
-    at::Tensor logits = model.Decode(next, state).select(0, 0).select(0, -1).clone();
+    // One row of logits: sampled on the host, where the seeded generator lives.
+    at::Tensor logits = model.Decode(next, state).select(0, 0).select(0, -1).cpu().clone();
     at::Tensor row = logits.unsqueeze(0);
     MaskNonOutputTokens(row, special);
     int64_t token = 0;
@@ -53,7 +54,7 @@ SamplingStop SampleContinuation(const Transformer& model, const std::vector<int6
     }
     if (token == special.eos) return SamplingStop::kEndOfSequence;
     if (!on_token(token)) return SamplingStop::kCallback;
-    next = at::full({1, 1}, token, at::kLong);
+    next = at::full({1, 1}, token, at::TensorOptions().dtype(at::kLong).device(model.device()));
   }
   return SamplingStop::kLength;
 }

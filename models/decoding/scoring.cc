@@ -4,7 +4,8 @@
 
 namespace normserve {
 
-at::Tensor PadBatch(const std::vector<std::vector<int64_t>>& sequences, int64_t pad) {
+at::Tensor PadBatch(const std::vector<std::vector<int64_t>>& sequences, int64_t pad,
+                    const at::Device& device) {
   size_t longest = 0;
   for (const auto& s : sequences) longest = std::max(longest, s.size());
   at::Tensor out = at::full({static_cast<int64_t>(sequences.size()), static_cast<int64_t>(longest)},
@@ -13,7 +14,7 @@ at::Tensor PadBatch(const std::vector<std::vector<int64_t>>& sequences, int64_t 
   for (size_t i = 0; i < sequences.size(); ++i) {
     for (size_t j = 0; j < sequences[i].size(); ++j) a[i][j] = sequences[i][j];
   }
-  return out;
+  return out.to(device);
 }
 
 std::vector<std::vector<double>> ScoreTargets(const Transformer& model,
@@ -30,9 +31,13 @@ std::vector<std::vector<double>> ScoreTargets(const Transformer& model,
   }
   const auto batch = static_cast<int64_t>(targets.size());
   DecoderState state = model.StartDecoding(memory, batch);
-  const at::Tensor logprobs = at::log_softmax(model.Decode(PadBatch(inputs, special.pad), state), -1);
-  const at::Tensor picked =
-      logprobs.gather(2, PadBatch(outputs, special.pad).unsqueeze(2)).squeeze(2).to(at::kDouble);
+  const at::Device device = model.device();
+  const at::Tensor logprobs =
+      at::log_softmax(model.Decode(PadBatch(inputs, special.pad, device), state), -1);
+  const at::Tensor picked = logprobs.gather(2, PadBatch(outputs, special.pad, device).unsqueeze(2))
+                                .squeeze(2)
+                                .to(at::kDouble)
+                                .cpu();
   const auto a = picked.accessor<double, 2>();
   std::vector<std::vector<double>> out(targets.size());
   for (size_t i = 0; i < targets.size(); ++i) {

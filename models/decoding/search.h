@@ -32,7 +32,10 @@ using StopSentence = std::function<bool(int64_t sentence)>;
 // hypotheses finished so far (beam).
 std::vector<Hypothesis> GreedySearch(const Transformer& model, const EncoderOutput& memory,
                                      const std::vector<int64_t>& max_lengths,
-                                     const StopSentence& stop = {});
+                                     double length_penalty = 1.0, const StopSentence& stop = {});
+
+// logprob / output_tokens^length_penalty, output_tokens counting the closing </s>.
+double NormalizedScore(double logprob, size_t output_tokens, double length_penalty);
 
 std::vector<std::vector<Hypothesis>> BeamSearch(const Transformer& model,
                                                 const EncoderOutput& memory,
@@ -46,7 +49,8 @@ std::vector<std::vector<double>> ScoreTargets(const Transformer& model,
                                               const EncoderOutput& memory,
                                               const std::vector<std::vector<int64_t>>& targets);
 
-// Pads sequences on the right into a [B, T] int64 tensor.
-at::Tensor PadBatch(const std::vector<std::vector<int64_t>>& sequences, int64_t pad);
+// Pads sequences on the right into a [B, T] int64 tensor on `device`.
+at::Tensor PadBatch(const std::vector<std::vector<int64_t>>& sequences, int64_t pad,
+                    const at::Device& device = at::kCPU);
 
 }  // namespace normserve

@@ -82,8 +82,9 @@ class Reader {
 
 json NormToJson(const NormConfig& c) {
   json j = {{"type", NormKindName(c.kind)}, {"eps", c.eps}};
-  if (c.kind == NormKind::kRMSNorm || c.kind == NormKind::kPartialRMSNorm) {
-    j["bias"] = c.bias;
+  if (c.kind == NormKind::kRMSNorm || c.kind == NormKind::kPartialRMSNorm) j["bias"] = c.bias;
+  if (c.kind == NormKind::kLayerNorm || c.kind == NormKind::kRMSNorm ||
+      c.kind == NormKind::kPartialRMSNorm) {
     j["eps_placement"] = c.eps_inside_sqrt ? "inside_sqrt" : "outside_sqrt";
   }
   if (c.kind == NormKind::kPartialRMSNorm) {

@@ -133,7 +133,8 @@ File File::FromBuffer(std::shared_ptr<const void> owner, const uint8_t* data, si
     for (const auto& dim : *shape_it) {
       if (!dim.is_number_unsigned()) Fail(name, where + ": shape has a non-integer or negative dim");
       const uint64_t n = dim.get<uint64_t>();
-      if (__builtin_mul_overflow(numel, n, &numel) || numel > kMaxElements) {
+      // Each dim on its own too: with a zero dim elsewhere the product stays 0.
+      if (n > kMaxElements || __builtin_mul_overflow(numel, n, &numel) || numel > kMaxElements) {
         Fail(name, where + ": shape is too large");
       }
       view.shape.push_back(static_cast<int64_t>(n));
