@@ -4,6 +4,10 @@
 #include <ATen/Parallel.h>
 #include <c10/core/Device.h>
 
+#include <unistd.h>
+
+#include <cstdlib>
+#include <string>
 #include <thread>
 
 namespace normserve {
@@ -12,6 +16,29 @@ int SetComputeThreads(int n) {
   const int threads = n > 0 ? n : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   at::set_num_threads(threads);
   return at::get_num_threads();
+}
+
+void RestartWithComputeEnvironment(char** argv, int threads) {
+  if (std::getenv("NORMSERVE_COMPUTE_ENVIRONMENT") != nullptr) return;
+  bool changed = false;
+  if (std::getenv("OMP_NUM_THREADS") == nullptr && std::getenv("BLIS_NUM_THREADS") == nullptr) {
+    const unsigned n = threads > 0 ? static_cast<unsigned>(threads)
+                                   : std::max(1u, std::thread::hardware_concurrency());
+    ::setenv("OMP_NUM_THREADS", std::to_string(n).c_str(), 1);
+    changed = true;
+  }
+  if (std::getenv("OMP_WAIT_POLICY") == nullptr) {
+    ::setenv("OMP_WAIT_POLICY", "PASSIVE", 1);
+    changed = true;
+  }
+  if (!changed) return;
+  ::setenv("NORMSERVE_COMPUTE_ENVIRONMENT", "1", 1);
+  // The binary's real path, so that the process keeps its name.
+  char self[4096];
+  const ssize_t n = ::readlink("/proc/self/exe", self, sizeof self - 1);
+  if (n <= 0) return;
+  self[n] = '\0';
+  ::execv(self, argv);  // returns only on failure: go on as we are
 }
 
 std::string CheckComputeDevice(const std::string& device) {

@@ -9,6 +9,14 @@ namespace normserve {
 // otherwise picks 1 thread on a 2-core machine. Returns the number in effect.
 int SetComputeThreads(int n);
 
+// Two settings that at::set_num_threads does not reach and that the libraries read when they
+// load: Debian's BLIS runs its GEMMs on one thread unless OMP_NUM_THREADS (or
+// BLIS_NUM_THREADS) says otherwise (27 against 53 GFLOP/s on 2 cores), and OpenMP threads
+// that spin while they wait starve the working threads on a busy machine (3x slower training
+// on 2 shared cores). Unless the caller set them, re-executes the program once with
+// OMP_NUM_THREADS = threads (0: all cores) and OMP_WAIT_POLICY=PASSIVE; returns otherwise.
+void RestartWithComputeEnvironment(char** argv, int threads);
+
 // "" when models can run on `device` ("cpu", "cuda", "cuda:N"), else why not.
 std::string CheckComputeDevice(const std::string& device);
 

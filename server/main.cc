@@ -21,6 +21,7 @@ int main(int argc, char** argv) {
     return 2;
   }
 
+  normserve::RestartWithComputeEnvironment(argv, options.threads);
   // Signals are taken by a dedicated thread with sigwait, so shutdown runs as ordinary code.
   sigset_t signals;
   sigemptyset(&signals);

@@ -7,8 +7,8 @@ namespace normserve {
 template class ModelRepositoryT<ServedModel>;
 
 std::shared_ptr<const ServedModel> LoadAndWarmUp(const std::string& dir, const std::string& name,
-                                                 int64_t version) {
-  auto model = ServedModel::Load(dir, name, version);
+                                                 int64_t version, const std::string& device) {
+  auto model = ServedModel::Load(dir, name, version, device);
   if (model->config().is_mt()) {
     TranslationOptions options;
     options.beam_size = 1;

@@ -142,9 +142,9 @@ using ModelStatus = ModelRepository::ModelStatus;
 using ServingTarget = ModelRepository::ServingTarget;
 extern template class ModelRepositoryT<ServedModel>;
 
-// ServedModel::Load followed by a tiny inference through the whole model.
+// ServedModel::Load onto `device`, followed by a tiny inference through the whole model.
 std::shared_ptr<const ServedModel> LoadAndWarmUp(const std::string& dir, const std::string& name,
-                                                 int64_t version);
+                                                 int64_t version, const std::string& device);
 
 }  // namespace normserve
 

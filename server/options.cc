@@ -3,6 +3,8 @@
 #include <cmath>
 #include <stdexcept>
 
+#include "models/compute.h"
+
 namespace normserve {
 namespace {
 
@@ -17,7 +19,7 @@ calls get UNAVAILABLE, queued and running calls finish within the grace period, 
   --grpc-address ADDR         gRPC listen address (default 0.0.0.0:50051; port 0 picks one)
   --metrics-address ADDR      metrics listen address (default 0.0.0.0:9464; "" disables)
   --threads N                 LibTorch intra-op threads (default: all cores)
-  --device cpu                compute device
+  --device DEVICE             cpu (default), or cuda[:N] with a CUDA LibTorch build
   --model-control MODE        none: load every model at start (default)
                               poll: also watch the repository for new, changed and removed
                                     versions and models
@@ -82,9 +84,8 @@ bool ParseServerOptions(const std::vector<std::string>& args, ServerOptions* o, 
     } else if (flag == "--threads") {
       o->threads = static_cast<int>(Integer(flag, value, 1, 1024));
     } else if (flag == "--device") {
-      if (value != "cpu") {
-        throw std::invalid_argument("--device " + value +
-                                    ": this build serves on cpu only (its LibTorch has no CUDA)");
+      if (const std::string why = CheckComputeDevice(value); !why.empty()) {
+        throw std::invalid_argument("--device " + value + ": " + why);
       }
       o->device = value;
     } else if (flag == "--model-control") {

@@ -7,6 +7,7 @@
 #include <stdexcept>
 #include <thread>
 
+#include "models/norm/norm_timing.h"
 #include "server/calls.h"
 #include "server/log.h"
 #include "server/metrics.h"
@@ -40,11 +41,20 @@ NormServer::NormServer(const ServerOptions& options)
       management_(std::make_unique<WorkerPool>(1)) {
   Metrics* metrics = metrics_.get();
   repository_ = std::make_unique<ModelRepository>(
-      options.model_repository, options.batching, LoadAndWarmUp, metrics,
+      options.model_repository, options.batching,
+      [device = options.device](const std::string& dir, const std::string& name, int64_t version) {
+        return LoadAndWarmUp(dir, name, version, device);
+      },
+      metrics,
       [metrics](const std::string& name, const BatcherConfig& config) {
         return MakeBatcher(name, config, metrics);
       },
       [this](const std::string& name, bool ready) { SetHealth(name, ready); });
+  // The norm layers' time inside sampled forwards (models/norm/norm_timing.h).
+  SetNormTimingSink([metrics](std::string_view norm, std::string_view device,
+                              std::string_view dtype, double seconds) {
+    metrics->RecordNormTime(std::string(norm), std::string(device), std::string(dtype), seconds);
+  });
   repository_->LoadAll();
   service_ = std::make_unique<NormServeService>(repository_.get(), metrics, options.model_control,
                                                 management_.get());
@@ -74,7 +84,10 @@ NormServer::NormServer(const ServerOptions& options)
           std::to_string(repository_->ready_count()) + " model(s) ready");
 }
 
-NormServer::~NormServer() { Shutdown(); }
+NormServer::~NormServer() {
+  Shutdown();
+  SetNormTimingSink({});  // the metrics go with this server
+}
 
 int NormServer::metrics_port() const { return metrics_->port(); }
 

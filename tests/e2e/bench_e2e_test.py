@@ -5,16 +5,15 @@ Usage: bench_e2e_test.py NORMSERVED NORMSERVE_BENCH MODEL_REPOSITORY
 import csv
 import json
 import os
-import re
 import socket
 import subprocess
 import sys
 import tempfile
-import time
 import unittest
 
+from normserved_process import NormservedProcess
+
 NORMSERVED, BENCH, REPOSITORY = sys.argv[1:4]
-STARTUP_SECS = 60
 STEP_KEYS = {"requests", "ok", "errors", "throughput_rps", "tokens_per_s", "p50_ms", "p90_ms",
              "p99_ms"}
 
@@ -22,30 +21,15 @@ STEP_KEYS = {"requests", "ok", "errors", "throughput_rps", "tokens_per_s", "p50_
 class BenchEndToEnd(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        cls.server = subprocess.Popen(
-            [NORMSERVED, "--model-repository", REPOSITORY, "--grpc-address", "127.0.0.1:0",
-             "--metrics-address", "127.0.0.1:0", "--threads", "2"],
-            stderr=subprocess.PIPE, text=True)
-        cls.log = []
+        cls.normserved = NormservedProcess(NORMSERVED, REPOSITORY, "--threads", "2")
+        cls.server = cls.normserved.process
+        cls.grpc_port = cls.normserved.grpc_port
+        cls.metrics_port = cls.normserved.metrics_port
         cls.tmp = tempfile.TemporaryDirectory()
-        deadline = time.monotonic() + STARTUP_SECS
-        while time.monotonic() < deadline:
-            line = cls.server.stderr.readline()
-            if not line:
-                break
-            cls.log.append(line)
-            match = re.search(r"gRPC on port (\d+), metrics on port (\d+)", line)
-            if match:
-                cls.grpc_port = int(match.group(1))
-                return
-        cls.server.kill()
-        raise RuntimeError("normserved did not start:\n" + "".join(cls.log))
 
     @classmethod
     def tearDownClass(cls):
-        if cls.server.poll() is None:
-            cls.server.kill()
-            cls.server.wait()
+        cls.normserved.stop()
         cls.tmp.cleanup()
 
     def bench(self, *args, server=None):

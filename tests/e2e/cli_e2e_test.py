@@ -3,44 +3,28 @@
 Usage: cli_e2e_test.py NORMSERVED NORMSERVE MODEL_REPOSITORY
 """
 import json
-import re
 import signal
 import subprocess
 import sys
-import time
 import unittest
 import urllib.request
 
+from normserved_process import NormservedProcess
+
 NORMSERVED, NORMSERVE, REPOSITORY = sys.argv[1:4]
-STARTUP_SECS = 60
 
 
 class CliEndToEnd(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        cls.server = subprocess.Popen(
-            [NORMSERVED, "--model-repository", REPOSITORY, "--grpc-address", "127.0.0.1:0",
-             "--metrics-address", "127.0.0.1:0", "--threads", "2"],
-            stderr=subprocess.PIPE, text=True)
-        cls.log = []
-        deadline = time.monotonic() + STARTUP_SECS
-        while time.monotonic() < deadline:
-            line = cls.server.stderr.readline()
-            if not line:
-                break
-            cls.log.append(line)
-            match = re.search(r"gRPC on port (\d+), metrics on port (\d+)", line)
-            if match:
-                cls.grpc_port, cls.metrics_port = int(match.group(1)), int(match.group(2))
-                return
-        cls.server.kill()
-        raise RuntimeError("normserved did not start:\n" + "".join(cls.log))
+        cls.normserved = NormservedProcess(NORMSERVED, REPOSITORY, "--threads", "2")
+        cls.server = cls.normserved.process
+        cls.grpc_port = cls.normserved.grpc_port
+        cls.metrics_port = cls.normserved.metrics_port
 
     @classmethod
     def tearDownClass(cls):
-        if cls.server.poll() is None:
-            cls.server.kill()
-            cls.server.wait()
+        cls.normserved.stop()
 
     def cli(self, *args, stdin=None):
         return subprocess.run(

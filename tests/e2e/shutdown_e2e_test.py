@@ -9,6 +9,8 @@ import subprocess
 import sys
 import time
 import unittest
+
+from normserved_process import NormservedProcess
 import urllib.request
 
 NORMSERVED, NORMSERVE, REPOSITORY = sys.argv[1:4]
@@ -24,43 +26,33 @@ def inflight(metrics_port):
 
 class ShutdownDrain(unittest.TestCase):
     def test_sigterm_drains_in_flight_calls_and_exits_zero(self):
-        server = subprocess.Popen(
-            [NORMSERVED, "--model-repository", REPOSITORY, "--grpc-address", "127.0.0.1:0",
-             "--metrics-address", "127.0.0.1:0", "--shutdown-grace-secs", "60",
-             "--max-batch-size", "1"],
-            stderr=subprocess.PIPE, text=True)
+        normserved = NormservedProcess(NORMSERVED, REPOSITORY, "--shutdown-grace-secs", "60",
+                                       "--max-batch-size", "1")
+        server, target, metrics_port = normserved.process, normserved.target, normserved.metrics_port
         try:
-            grpc_port = metrics_port = None
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline and grpc_port is None:
-                line = server.stderr.readline()
-                match = re.search(r"gRPC on port (\d+), metrics on port (\d+)", line)
-                if match:
-                    grpc_port, metrics_port = int(match.group(1)), int(match.group(2))
-            self.assertIsNotNone(grpc_port, "normserved did not start")
-            target = f"127.0.0.1:{grpc_port}"
-
             # Slow calls: beam 8 over several sentences each, one batch at a time.
             clients = [subprocess.Popen(
                 [NORMSERVE, "--server", target, "translate", "--model", "deen", "--beam", "8",
                  *TEXTS], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
                 for _ in range(4)]
+            # Every call must have reached the server: one that arrives after SIGTERM is
+            # refused, as it should be.
             deadline = time.monotonic() + 30
-            while time.monotonic() < deadline and inflight(metrics_port) < 3:
-                time.sleep(0.05)
-            self.assertGreaterEqual(inflight(metrics_port), 3, "the calls never got in flight")
+            while time.monotonic() < deadline and inflight(metrics_port) < len(clients):
+                time.sleep(0.02)
+            self.assertEqual(inflight(metrics_port), len(clients), "the calls never got in flight")
 
             server.send_signal(signal.SIGTERM)
             time.sleep(0.3)
             health = subprocess.run([NORMSERVE, "--server", target, "--timeout", "5", "health"],
                                     capture_output=True, text=True, timeout=30)
             self.assertNotEqual(health.returncode, 0)
-            self.assertIn("NOT_SERVING", health.stdout + health.stderr)
+            self.assertIn("NOT_SERVING", health.stdout + health.stderr, health)
             late = subprocess.run(
                 [NORMSERVE, "--server", target, "--timeout", "5", "translate", "--model", "deen",
                  "Hallo"], capture_output=True, text=True, timeout=30)
-            self.assertEqual(late.returncode, 1)
-            self.assertIn("UNAVAILABLE", late.stderr)
+            self.assertEqual(late.returncode, 1, late)
+            self.assertIn("UNAVAILABLE", late.stderr, late)
 
             for client in clients:
                 out, err = client.communicate(timeout=120)
@@ -68,9 +60,7 @@ class ShutdownDrain(unittest.TestCase):
                 self.assertEqual(len(out.splitlines()), len(TEXTS))
             self.assertEqual(server.wait(timeout=60), 0)
         finally:
-            if server.poll() is None:
-                server.kill()
-                server.wait()
+            normserved.stop()
 
 
 if __name__ == "__main__":

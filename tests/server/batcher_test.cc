@@ -81,6 +81,16 @@ bool Enqueue(Batcher& b, const std::shared_ptr<FakeRequest>& r) {
   return b.Enqueue(r, &why);
 }
 
+// Puts a request in the held runner, so that what comes next waits in the queue.
+std::shared_ptr<FakeRequest> OccupyExecutor(Batcher& batcher, Recorder& recorder,
+                                            const std::string& key = "x") {
+  recorder.Hold();
+  auto running = std::make_shared<FakeRequest>(key, 1);
+  EXPECT_TRUE(Enqueue(batcher, running));
+  EXPECT_TRUE(recorder.WaitForBatches(1));
+  return running;
+}
+
 TEST(BatcherTest, WaitsForTheQueueDelayBeforeRunningAPartialBatch) {
   Recorder recorder;
   Batcher batcher("m", Config(8, 1000, 100ms), recorder.Runner());
@@ -95,7 +105,6 @@ TEST(BatcherTest, WaitsForTheQueueDelayBeforeRunningAPartialBatch) {
 
 TEST(BatcherTest, AFullBatchRunsWithoutWaitingAndRespectsTheSizeLimit) {
   Recorder recorder;
-  recorder.Hold();
   Batcher batcher("m", Config(4, 1000, 10s), recorder.Runner());
   std::vector<std::shared_ptr<FakeRequest>> requests;
   for (int i = 0; i < 9; ++i) {
@@ -123,9 +132,7 @@ TEST(BatcherTest, RespectsTheTokenLimitButRunsAnOversizedRequestAlone) {
   Recorder recorder;
   recorder.Hold();
   Batcher batcher("m", Config(16, 100, 20ms), recorder.Runner());
-  auto blocker = std::make_shared<FakeRequest>("other", 1);
-  ASSERT_TRUE(Enqueue(batcher, blocker));
-  ASSERT_TRUE(recorder.WaitForBatches(1));
+  auto blocker = OccupyExecutor(batcher, recorder, "other");
   std::vector<std::shared_ptr<FakeRequest>> requests;
   for (int64_t tokens : {40, 40, 40, 150}) {
     requests.push_back(std::make_shared<FakeRequest>("k", tokens));
@@ -143,11 +150,8 @@ TEST(BatcherTest, RespectsTheTokenLimitButRunsAnOversizedRequestAlone) {
 
 TEST(BatcherTest, AFullQueueRejectsAtOnceNamingTheLimit) {
   Recorder recorder;
-  recorder.Hold();
   Batcher batcher("m", Config(1, 1000, 0us, /*queue=*/3), recorder.Runner());
-  auto running = std::make_shared<FakeRequest>("k", 1);
-  ASSERT_TRUE(Enqueue(batcher, running));
-  ASSERT_TRUE(recorder.WaitForBatches(1));
+  auto running = OccupyExecutor(batcher, recorder, "k");
   for (int i = 0; i < 3; ++i) ASSERT_TRUE(Enqueue(batcher, std::make_shared<FakeRequest>("k", 1)));
   std::string why;
   EXPECT_FALSE(batcher.Enqueue(std::make_shared<FakeRequest>("k", 1), &why));
@@ -157,11 +161,8 @@ TEST(BatcherTest, AFullQueueRejectsAtOnceNamingTheLimit) {
 
 TEST(BatcherTest, ARequestWhoseDeadlinePassesInTheQueueLeavesIt) {
   Recorder recorder;
-  recorder.Hold();
   Batcher batcher("m", Config(1, 1000, 0us), recorder.Runner());
-  auto running = std::make_shared<FakeRequest>("k", 1);
-  ASSERT_TRUE(Enqueue(batcher, running));
-  ASSERT_TRUE(recorder.WaitForBatches(1));
+  auto running = OccupyExecutor(batcher, recorder, "k");
   auto late = std::make_shared<FakeRequest>("k", 1, 0, Clock::now() + 30ms);
   ASSERT_TRUE(Enqueue(batcher, late));
   // The runner is still held: the request can only leave through its deadline.
@@ -176,11 +177,8 @@ TEST(BatcherTest, ARequestWhoseDeadlinePassesInTheQueueLeavesIt) {
 
 TEST(BatcherTest, ACancelledRequestLeavesTheQueue) {
   Recorder recorder;
-  recorder.Hold();
   Batcher batcher("m", Config(1, 1000, 0us), recorder.Runner());
-  auto running = std::make_shared<FakeRequest>("k", 1);
-  ASSERT_TRUE(Enqueue(batcher, running));
-  ASSERT_TRUE(recorder.WaitForBatches(1));
+  auto running = OccupyExecutor(batcher, recorder, "k");
   auto gone = std::make_shared<FakeRequest>("k", 1);
   ASSERT_TRUE(Enqueue(batcher, gone));
   gone->cancelled_ = true;
@@ -192,11 +190,8 @@ TEST(BatcherTest, ACancelledRequestLeavesTheQueue) {
 
 TEST(BatcherTest, HigherPriorityRunsFirst) {
   Recorder recorder;
-  recorder.Hold();
   Batcher batcher("m", Config(1, 1000, 0us), recorder.Runner());
-  auto running = std::make_shared<FakeRequest>("x", 1);
-  ASSERT_TRUE(Enqueue(batcher, running));
-  ASSERT_TRUE(recorder.WaitForBatches(1));
+  auto running = OccupyExecutor(batcher, recorder, "x");
   auto low1 = std::make_shared<FakeRequest>("a", 1, /*priority=*/1);
   auto low2 = std::make_shared<FakeRequest>("b", 1, 1);
   auto high = std::make_shared<FakeRequest>("c", 1, 0);
@@ -212,11 +207,8 @@ TEST(BatcherTest, HigherPriorityRunsFirst) {
 
 TEST(BatcherTest, GroupsRequestsOfSimilarLength) {
   Recorder recorder;
-  recorder.Hold();
   Batcher batcher("m", Config(2, 10000, 0us), recorder.Runner());
-  auto running = std::make_shared<FakeRequest>("x", 1);
-  ASSERT_TRUE(Enqueue(batcher, running));
-  ASSERT_TRUE(recorder.WaitForBatches(1));
+  auto running = OccupyExecutor(batcher, recorder, "x");
   std::vector<std::shared_ptr<FakeRequest>> requests;
   for (int64_t tokens : {10, 100, 12, 95}) {
     requests.push_back(std::make_shared<FakeRequest>("k", tokens));
@@ -232,11 +224,8 @@ TEST(BatcherTest, GroupsRequestsOfSimilarLength) {
 
 TEST(BatcherTest, OnlyRequestsWithTheSameKeyShareABatch) {
   Recorder recorder;
-  recorder.Hold();
   Batcher batcher("m", Config(8, 10000, 20ms), recorder.Runner());
-  auto running = std::make_shared<FakeRequest>("x", 1);
-  ASSERT_TRUE(Enqueue(batcher, running));
-  ASSERT_TRUE(recorder.WaitForBatches(1));
+  auto running = OccupyExecutor(batcher, recorder, "x");
   std::vector<std::shared_ptr<FakeRequest>> requests;
   for (const char* key : {"a", "b", "a", "b", "a"}) {
     requests.push_back(std::make_shared<FakeRequest>(key, 3));
@@ -251,11 +240,8 @@ TEST(BatcherTest, OnlyRequestsWithTheSameKeyShareABatch) {
 
 TEST(BatcherTest, StopRunsQueuedRequestsWithinGraceAndRejectsTheRest) {
   Recorder recorder;
-  recorder.Hold();
   Batcher batcher("m", Config(1, 1000, 0us), recorder.Runner());
-  auto running = std::make_shared<FakeRequest>("k", 1);
-  ASSERT_TRUE(Enqueue(batcher, running));
-  ASSERT_TRUE(recorder.WaitForBatches(1));
+  auto running = OccupyExecutor(batcher, recorder, "k");
   auto queued = std::make_shared<FakeRequest>("k", 1);
   ASSERT_TRUE(Enqueue(batcher, queued));
   // The running batch holds past the grace period: the queued request cannot run in time.
