@@ -191,6 +191,7 @@ std::vector<std::vector<TranslationHypothesis>> ServedModel::TranslateTokens(
       const std::vector<int> ids(h.tokens.begin(), h.tokens.end());
       t.text = rt.target_tokenizer->Decode(ids);
       t.score = h.score;
+      t.token_count = static_cast<int64_t>(ids.size());
       if (options.return_tokens) {
         for (int id : ids) t.tokens.push_back(rt.target_tokenizer->Piece(id));
       }

@@ -17,7 +17,8 @@ namespace normserve {
 struct TranslationHypothesis {
   std::string text;
   double score = 0;  // length-normalized log-probability
-  std::vector<std::string> tokens;
+  int64_t token_count = 0;          // output tokens, </s> excluded
+  std::vector<std::string> tokens;  // their pieces, when asked for
 };
 
 struct TokenScore {

@@ -232,7 +232,7 @@ void RunTranslate(const std::vector<TranslateCall*>& calls, Metrics* metrics) {
       out->set_score(static_cast<float>(h.score));
       for (const auto& t : h.tokens) out->add_tokens(t);
     }
-    if (!results[i].empty()) generated += static_cast<int64_t>(results[i].front().tokens.size());
+    if (!results[i].empty()) generated += results[i].front().token_count;
   }
   metrics->AddTokens(model.name(), "generated", generated);
   for (TranslateCall* call : calls) {
