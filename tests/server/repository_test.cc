@@ -245,11 +245,20 @@ TEST_F(RepositoryTest, SwapsWhileOtherThreadsResolveNeverFail) {
       }
     });
   }
+  // Bounded waits for the clients to be resolving, so that the swaps meet them.
+  const auto wait_for_resolves = [&](int at_least) {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+    while (resolved < at_least && std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::yield();
+    }
+  };
+  wait_for_resolves(4);
   for (int v = 2; v <= 6; ++v) {
     WriteVersion("m", v, "v" + std::to_string(v));
     repository_->Poll();
     repository_->Poll();
     EXPECT_EQ(Serving("m"), "v" + std::to_string(v));
+    wait_for_resolves(resolved + 4);
   }
   stop = true;
   for (auto& c : clients) c.join();
