@@ -435,16 +435,29 @@ class CudaTimer : public Timer {
 };
 #endif
 
-// Median microseconds per launch: a warm-up pass over every set, then batches of launches
-// lasting at least min_ms each (7 batches; 3 when one launch takes over 50 ms).
+// Median microseconds per launch. A warm-up pass over every set, then many short samples
+// (each a few launches, at least ~50 us) for at least 7 x min_ms, or 3 samples when one launch
+// takes over 50 ms: the median of short samples ignores the scheduler's time slices that an
+// OpenMP barrier waits out when another process holds a core (a loaded shared machine), which
+// would ruin long batches.
 double MeasureMicros(Timer& timer, const std::function<void(int64_t)>& fn, int64_t sets,
                      double min_ms) {
-  const double warm = timer.Run(fn, std::max<int64_t>(sets, 2), sets) / std::max<int64_t>(sets, 2);
-  const double one = std::max(warm, 1e-7);
-  const int64_t iters = std::clamp<int64_t>(static_cast<int64_t>(min_ms * 1e-3 / one), 1, 1000000);
-  const int reps = one > 0.05 ? 3 : 7;
+  const int64_t warm_iters = std::max<int64_t>(sets, 2);
+  const double one = std::max(timer.Run(fn, warm_iters, sets) / warm_iters, 1e-7);
+  const int64_t per_sample = std::clamp<int64_t>(static_cast<int64_t>(50e-6 / one), 1, 100000);
+  const int64_t min_samples = one > 0.05 ? 3 : 15;
+  const double budget = 7 * min_ms * 1e-3;
   std::vector<double> samples;
-  for (int r = 0; r < reps; ++r) samples.push_back(timer.Run(fn, iters, sets) / iters);
+  double spent = 0;
+  int64_t next = 0;
+  while (static_cast<int64_t>(samples.size()) < min_samples ||
+         (spent < budget && samples.size() < 20000)) {
+    // Rotate through the sets across samples too.
+    const double t = timer.Run([&](int64_t k) { fn((next + k) % sets); }, per_sample, sets);
+    next = (next + per_sample) % sets;
+    samples.push_back(t / per_sample);
+    spent += t;
+  }
   return 1e6 * Median(samples);
 }
 
