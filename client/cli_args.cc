@@ -5,7 +5,8 @@
 
 namespace normserve::cli {
 
-const char kUsage[] = R"(usage: normserve [--server HOST:PORT] [--json] [--timeout SECS] COMMAND [flags] [TEXT...]
+const char kUsage[] =
+    R"(usage: normserve [--server HOST:PORT] [--json] [--timeout SECS] COMMAND [flags] [TEXT...]
 
 commands:
   translate --model M [--beam N] [--n-best N] [--length-penalty X]
@@ -68,11 +69,16 @@ std::optional<Args> ParseArgs(const std::vector<std::string>& argv) {
   for (; i < argv.size() && args.command.empty(); ++i) {
     const std::string& a = argv[i];
     if (a == "--help" || a == "-h") return std::nullopt;
-    if (a == "--server") args.server = value_of(a);
-    else if (a == "--json") args.json = true;
-    else if (a == "--timeout") args.timeout_secs = std::stod(value_of(a));
-    else if (a.rfind("--", 0) == 0) throw std::invalid_argument("unknown flag " + a);
-    else args.command = a;
+    if (a == "--server")
+      args.server = value_of(a);
+    else if (a == "--json")
+      args.json = true;
+    else if (a == "--timeout")
+      args.timeout_secs = std::stod(value_of(a));
+    else if (a.rfind("--", 0) == 0)
+      throw std::invalid_argument("unknown flag " + a);
+    else
+      args.command = a;
   }
   if (args.command.empty()) throw std::invalid_argument("no command given");
   for (; i < argv.size(); ++i) {

@@ -3,7 +3,6 @@
 #include <ATen/Context.h>
 #include <ATen/Parallel.h>
 #include <c10/core/Device.h>
-
 #include <unistd.h>
 
 #include <cstdlib>
@@ -13,7 +12,8 @@
 namespace normserve {
 
 int SetComputeThreads(int n) {
-  const int threads = n > 0 ? n : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  const int threads =
+      n > 0 ? n : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   at::set_num_threads(threads);
   return at::get_num_threads();
 }
@@ -51,7 +51,8 @@ std::string CheckComputeDevice(const std::string& device) {
   }
   if (!at::hasCUDA()) {
     return "this build's LibTorch has no CUDA support (or no GPU is visible); build against "
-           "a CUDA LibTorch to serve on " + device;
+           "a CUDA LibTorch to serve on " +
+           device;
   }
   return "";
 }

@@ -24,8 +24,8 @@ std::unique_ptr<Tokenizer> LoadTokenizer(const std::string& dir, const std::stri
   auto tokenizer = Tokenizer::Load(dir + "/" + file);
   if (tokenizer->vocab_size() != vocab_size) {
     throw ModelLoadError(dir + "/" + file + ": the " + which + " tokenizer has " +
-                         std::to_string(tokenizer->vocab_size()) +
-                         " pieces but config.json says " + std::to_string(vocab_size));
+                         std::to_string(tokenizer->vocab_size()) + " pieces but config.json says " +
+                         std::to_string(vocab_size));
   }
   return tokenizer;
 }
@@ -66,7 +66,8 @@ struct ServedModel::Runtime {
     return {ids.begin(), ids.end()};
   }
 
-  TextScore MakeScore(const std::vector<int64_t>& target, const std::vector<double>& logprobs) const {
+  TextScore MakeScore(const std::vector<int64_t>& target,
+                      const std::vector<double>& logprobs) const {
     TextScore s;
     for (size_t i = 0; i < logprobs.size(); ++i) {
       const int64_t id = i < target.size() ? target[i] : transformer->config().special.eos;
@@ -99,8 +100,8 @@ std::shared_ptr<const ServedModel> ServedModel::Load(const std::string& dir, std
   if (c.is_mt()) {
     rt.source_tokenizer = LoadTokenizer(dir, c.source_tokenizer, c.source_vocab_size, "source");
   }
-  rt.target_tokenizer = LoadTokenizer(dir, c.target_tokenizer, c.target_vocab_size,
-                                      c.is_mt() ? "target" : "LM");
+  rt.target_tokenizer =
+      LoadTokenizer(dir, c.target_tokenizer, c.target_vocab_size, c.is_mt() ? "target" : "LM");
   const std::string weights_path = dir + "/model.safetensors";
   c10::InferenceMode guard;
   WeightStore store(weights_path, LoadWeights(weights_path));
@@ -114,7 +115,8 @@ int64_t ServedModel::parameter_count() const { return runtime_->transformer->par
 TokenBatch ServedModel::PrepareTranslate(const std::vector<std::string>& texts,
                                          const TranslationOptions& options) const {
   if (!config_.is_mt()) {
-    throw InvalidInputError("model '" + name_ + "' is a transformer_lm; Translate needs a "
+    throw InvalidInputError("model '" + name_ +
+                            "' is a transformer_lm; Translate needs a "
                             "transformer_mt model (use Score or Generate for language models)");
   }
   CheckBatch(texts.size(), "texts");
@@ -129,7 +131,8 @@ TokenBatch ServedModel::PrepareTranslate(const std::vector<std::string>& texts,
 
 TokenBatch ServedModel::PrepareScoreTexts(const std::vector<std::string>& texts) const {
   if (config_.is_mt()) {
-    throw InvalidInputError("model '" + name_ + "' is a transformer_mt; score it with "
+    throw InvalidInputError("model '" + name_ +
+                            "' is a transformer_mt; score it with "
                             "source/target pairs, not plain texts");
   }
   CheckBatch(texts.size(), "texts");
@@ -144,7 +147,8 @@ TokenBatch ServedModel::PrepareScoreTexts(const std::vector<std::string>& texts)
 std::pair<TokenBatch, TokenBatch> ServedModel::PrepareScorePairs(
     const std::vector<std::pair<std::string, std::string>>& pairs) const {
   if (!config_.is_mt()) {
-    throw InvalidInputError("model '" + name_ + "' is a transformer_lm; score it with plain "
+    throw InvalidInputError("model '" + name_ +
+                            "' is a transformer_lm; score it with plain "
                             "texts, not source/target pairs");
   }
   CheckBatch(pairs.size(), "pairs");
@@ -160,13 +164,15 @@ std::pair<TokenBatch, TokenBatch> ServedModel::PrepareScorePairs(
 }
 
 std::vector<std::vector<TranslationHypothesis>> ServedModel::TranslateTokens(
-    const TokenBatch& sources, const TranslationOptions& options, const StopSentenceFn& stop) const {
+    const TokenBatch& sources, const TranslationOptions& options,
+    const StopSentenceFn& stop) const {
   const Runtime& rt = *runtime_;
   TokenBatch inputs;
   std::vector<int64_t> max_lengths;
   for (const auto& source : sources) {
     const auto source_tokens = static_cast<double>(source.size() + 1);
-    const auto bound = static_cast<int64_t>(options.max_length_a * source_tokens) + options.max_length_b;
+    const auto bound =
+        static_cast<int64_t>(options.max_length_a * source_tokens) + options.max_length_b;
     max_lengths.push_back(std::clamp<int64_t>(bound, 1, config_.max_positions - 1));
     inputs.push_back(source);
     inputs.back().push_back(config_.special.eos);
@@ -209,7 +215,8 @@ std::vector<TextScore> ServedModel::ScoreTokens(const TokenBatch& sources,
   if (config_.is_mt()) {
     TokenBatch inputs = sources;
     for (auto& s : inputs) s.push_back(config_.special.eos);
-    memory = rt.transformer->Encode(PadBatch(inputs, config_.special.pad, rt.transformer->device()));
+    memory =
+        rt.transformer->Encode(PadBatch(inputs, config_.special.pad, rt.transformer->device()));
   }
   const auto logprobs = ScoreTargets(*rt.transformer, memory, targets);
   std::vector<TextScore> out;
@@ -235,7 +242,8 @@ std::vector<TextScore> ServedModel::ScorePairs(
 std::vector<int64_t> ServedModel::PrepareGenerate(const std::string& prompt,
                                                   const GenerationOptions& o) const {
   if (config_.is_mt()) {
-    throw InvalidInputError("model '" + name_ + "' is a transformer_mt; Generate needs a "
+    throw InvalidInputError("model '" + name_ +
+                            "' is a transformer_mt; Generate needs a "
                             "transformer_lm model (use Translate)");
   }
   const auto require = [](bool ok, const std::string& message) {
@@ -300,7 +308,8 @@ GenerationResult ServedModel::Generate(
     }
     // Detokenizing more pieces only appends, except that a piece can change how the text
     // before it reads; text already sent stays as sent.
-    if (decoded.compare(0, sent, text, 0, sent) != 0) decoded = text.substr(0, sent) + decoded.substr(std::min(sent, decoded.size()));
+    if (decoded.compare(0, sent, text, 0, sent) != 0)
+      decoded = text.substr(0, sent) + decoded.substr(std::min(sent, decoded.size()));
     text = std::move(decoded);
     size_t cut = std::string::npos;
     for (const std::string& s : o.stop) cut = std::min(cut, text.find(s));
@@ -313,12 +322,13 @@ GenerationResult ServedModel::Generate(
     return !cancelled;
   };
   c10::InferenceMode guard;
-  const SamplingStop why = SampleContinuation(
-      *rt.transformer, prompt, {o.temperature, o.top_k, o.top_p, o.seed, o.max_new_tokens}, on_token);
+  const SamplingStop why =
+      SampleContinuation(*rt.transformer, prompt,
+                         {o.temperature, o.top_k, o.top_p, o.seed, o.max_new_tokens}, on_token);
   send_up_to(text.size());
   result.text = text.substr(0, sent);
-  result.finish_reason = stopped_by_string ? "stop"
-                         : cancelled       ? "cancelled"
+  result.finish_reason = stopped_by_string                     ? "stop"
+                         : cancelled                           ? "cancelled"
                          : why == SamplingStop::kEndOfSequence ? "eos"
                                                                : "length";
   return result;

@@ -16,7 +16,7 @@ namespace normserve {
 
 struct TranslationHypothesis {
   std::string text;
-  double score = 0;  // length-normalized log-probability
+  double score = 0;                 // length-normalized log-probability
   int64_t token_count = 0;          // output tokens, </s> excluded
   std::vector<std::string> tokens;  // their pieces, when asked for
 };
@@ -65,7 +65,8 @@ class ServedModel {
   // names, onto `device` ("cpu", "cuda", "cuda:N"). Throws ModelLoadError saying which file
   // is wrong and how.
   static std::shared_ptr<const ServedModel> Load(const std::string& dir, std::string name,
-                                                 int64_t version, const std::string& device = "cpu");
+                                                 int64_t version,
+                                                 const std::string& device = "cpu");
   ~ServedModel();
 
   // The checks and the tokenization of a request, split from the model work so that a
@@ -86,8 +87,8 @@ class ServedModel {
   std::vector<TextScore> ScoreTokens(const TokenBatch& sources, const TokenBatch& targets) const;
 
   // Prepare and run in one call.
-  std::vector<std::vector<TranslationHypothesis>> Translate(const std::vector<std::string>& texts,
-                                                            const TranslationOptions& options) const;
+  std::vector<std::vector<TranslationHypothesis>> Translate(
+      const std::vector<std::string>& texts, const TranslationOptions& options) const;
   std::vector<TextScore> ScoreTexts(const std::vector<std::string>& texts) const;
   std::vector<TextScore> ScorePairs(
       const std::vector<std::pair<std::string, std::string>>& pairs) const;

@@ -105,7 +105,8 @@ Clock::time_point Batcher::ExpireLocked(Clock::time_point now) {
 }
 
 std::vector<std::shared_ptr<QueuedRequest>> Batcher::TakeBatchLocked() {
-  auto head_queue = std::find_if(queues_.begin(), queues_.end(), [](auto& q) { return !q.empty(); });
+  auto head_queue =
+      std::find_if(queues_.begin(), queues_.end(), [](auto& q) { return !q.empty(); });
   std::shared_ptr<QueuedRequest> head = head_queue->front();
   head_queue->pop_front();
 
@@ -122,10 +123,12 @@ std::vector<std::shared_ptr<QueuedRequest>> Batcher::TakeBatchLocked() {
     }
   }
   const int64_t head_tokens = head->tokens();
-  std::stable_sort(candidates.begin(), candidates.end(), [&](const Candidate& a, const Candidate& b) {
-    if (a.queue != b.queue) return a.queue < b.queue;
-    return std::llabs(a.request->tokens() - head_tokens) < std::llabs(b.request->tokens() - head_tokens);
-  });
+  std::stable_sort(candidates.begin(), candidates.end(),
+                   [&](const Candidate& a, const Candidate& b) {
+                     if (a.queue != b.queue) return a.queue < b.queue;
+                     return std::llabs(a.request->tokens() - head_tokens) <
+                            std::llabs(b.request->tokens() - head_tokens);
+                   });
   std::vector<std::shared_ptr<QueuedRequest>> batch = {head};
   int64_t tokens = head_tokens;
   for (const Candidate& c : candidates) {

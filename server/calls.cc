@@ -36,9 +36,8 @@ Clock::time_point SteadyDeadline(const grpc::CallbackServerContext* context) {
 }
 
 InferenceCall::InferenceCall(grpc::CallbackServerContext* context,
-                             std::shared_ptr<const ServedModel> model, int priority,
-                             int64_t tokens, std::string batch_key, Metrics* metrics,
-                             const char* rpc)
+                             std::shared_ptr<const ServedModel> model, int priority, int64_t tokens,
+                             std::string batch_key, Metrics* metrics, const char* rpc)
     : context_(context),
       model_(std::move(model)),
       record_(metrics, rpc),
@@ -220,9 +219,9 @@ void RunTranslate(const std::vector<TranslateCall*>& calls, Metrics* metrics) {
       owner.push_back(c);
     }
   }
-  const auto results = model.TranslateTokens(sources, calls.front()->options, [&](int64_t sentence) {
-    return calls[owner[static_cast<size_t>(sentence)]]->cancelled();
-  });
+  const auto results = model.TranslateTokens(
+      sources, calls.front()->options,
+      [&](int64_t sentence) { return calls[owner[static_cast<size_t>(sentence)]]->cancelled(); });
   int64_t generated = 0;
   for (size_t i = 0; i < results.size(); ++i) {
     auto* translation = calls[owner[i]]->response->add_translations();
@@ -239,9 +238,9 @@ void RunTranslate(const std::vector<TranslateCall*>& calls, Metrics* metrics) {
     call->response->set_model(model.name());
     call->response->set_version(model.version());
     call->response->set_norm(model.norm_label());
-    call->Finish(call->cancelled() ? grpc::Status(grpc::StatusCode::CANCELLED,
-                                                  "the client cancelled the call")
-                                   : grpc::Status::OK);
+    call->Finish(call->cancelled()
+                     ? grpc::Status(grpc::StatusCode::CANCELLED, "the client cancelled the call")
+                     : grpc::Status::OK);
   }
 }
 
@@ -258,18 +257,20 @@ void RunScore(const std::vector<ScoreCall*>& calls) {
     call->response->set_model(model.name());
     call->response->set_version(model.version());
     call->response->set_norm(model.norm_label());
-    for (size_t i = 0; i < call->targets.size(); ++i) FillScore(scores[next++], call->response->add_results());
+    for (size_t i = 0; i < call->targets.size(); ++i)
+      FillScore(scores[next++], call->response->add_results());
     call->Finish(grpc::Status::OK);
   }
 }
 
 void RunGenerate(GenerateCall* call, Metrics* metrics) {
   const ServedModel& model = call->model();
-  const GenerationResult result = model.Generate(call->prompt, call->options, [call](const std::string& delta) {
-    v1::GenerateResponse piece;
-    piece.set_text(delta);
-    return call->Send(std::move(piece)) && !call->cancelled();
-  });
+  const GenerationResult result =
+      model.Generate(call->prompt, call->options, [call](const std::string& delta) {
+        v1::GenerateResponse piece;
+        piece.set_text(delta);
+        return call->Send(std::move(piece)) && !call->cancelled();
+      });
   metrics->AddTokens(model.name(), "generated", result.tokens);
   if (result.finish_reason == "cancelled") {
     call->Finish(grpc::Status(grpc::StatusCode::CANCELLED, "the client cancelled the call"));

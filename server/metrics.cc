@@ -23,7 +23,8 @@ const prometheus::Histogram::BucketBoundaries& LatencyBuckets() {
 
 // Powers of two from 1 to 1024: requests per batch.
 const prometheus::Histogram::BucketBoundaries& SizeBuckets() {
-  static const prometheus::Histogram::BucketBoundaries buckets = {1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024};
+  static const prometheus::Histogram::BucketBoundaries buckets = {1,  2,   4,   8,   16,  32,
+                                                                  64, 128, 256, 512, 1024};
   return buckets;
 }
 
@@ -49,8 +50,7 @@ const prometheus::Histogram::BucketBoundaries& NormBuckets() {
 
 }  // namespace
 
-Metrics::Metrics(const std::string& address)
-    : registry_(std::make_shared<prometheus::Registry>()) {
+Metrics::Metrics(const std::string& address) : registry_(std::make_shared<prometheus::Registry>()) {
   requests_ = &prometheus::BuildCounter()
                    .Name("normserve_requests_total")
                    .Help("RPCs finished, by model, version, norm variant, RPC and status code")
@@ -92,9 +92,9 @@ Metrics::Metrics(const std::string& address)
                       .Help("Requests waiting in the batcher's queue")
                       .Register(*registry_);
   max_queue_size_ = &prometheus::BuildGauge()
-                        .Name("normserve_max_queue_size")
-                        .Help("The model's queue limit (max_queue_size)")
-                        .Register(*registry_);
+                         .Name("normserve_max_queue_size")
+                         .Help("The model's queue limit (max_queue_size)")
+                         .Register(*registry_);
   inflight_ = &prometheus::BuildGauge()
                    .Name("normserve_inflight_requests")
                    .Help("RPCs received and not yet answered")
@@ -125,7 +125,8 @@ int Metrics::port() const {
 void Metrics::RecordRequest(const std::string& model, const std::string& version,
                             const std::string& norm, const std::string& rpc,
                             const std::string& code, double seconds) {
-  requests_->Add({{"model", model}, {"version", version}, {"norm", norm}, {"rpc", rpc}, {"code", code}})
+  requests_
+      ->Add({{"model", model}, {"version", version}, {"norm", norm}, {"rpc", rpc}, {"code", code}})
       .Increment();
   request_duration_->Add({{"model", model}, {"norm", norm}, {"rpc", rpc}}, LatencyBuckets())
       .Observe(seconds);
@@ -140,7 +141,9 @@ void Metrics::RecordModelLoad(const std::string& model, double seconds) {
   model_load_duration_->Add({{"model", model}}, LatencyBuckets()).Observe(seconds);
 }
 
-void Metrics::DeclareModel(const std::string& model) { model_load_failures_->Add({{"model", model}}); }
+void Metrics::DeclareModel(const std::string& model) {
+  model_load_failures_->Add({{"model", model}});
+}
 
 void Metrics::RecordModelLoadFailure(const std::string& model) {
   model_load_failures_->Add({{"model", model}}).Increment();

@@ -27,11 +27,10 @@ class Metrics {
   // The bound port, or 0 without an endpoint.
   int port() const;
 
-  void RecordRequest(const std::string& model, const std::string& version,
-                     const std::string& norm, const std::string& rpc, const std::string& code,
-                     double seconds);
-  void SetModelReady(const std::string& model, const std::string& version,
-                     const std::string& norm, bool ready);
+  void RecordRequest(const std::string& model, const std::string& version, const std::string& norm,
+                     const std::string& rpc, const std::string& code, double seconds);
+  void SetModelReady(const std::string& model, const std::string& version, const std::string& norm,
+                     bool ready);
   void RecordModelLoad(const std::string& model, double seconds);
   void RecordModelLoadFailure(const std::string& model);
   // Creates the model's failure counter at 0, so that the first failure is an increase.

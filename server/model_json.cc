@@ -68,8 +68,9 @@ ModelServingConfig ParseModelJson(const std::string& text, const std::string& so
         c.versions.specific.push_back(v.get<int64_t>());
       }
     } else {
-      throw ModelLoadError(source + ": version_policy must be {\"latest\": N} or "
-                                    "{\"specific\": [v, ...]}");
+      throw ModelLoadError(source +
+                           ": version_policy must be {\"latest\": N} or "
+                           "{\"specific\": [v, ...]}");
     }
   }
   if (root.contains("group")) {

@@ -18,15 +18,15 @@
 namespace normserve {
 
 struct VersionPolicy {
-  int64_t latest = 1;              // serve the newest N loadable versions...
-  std::vector<int64_t> specific;   // ...or exactly these, when not empty
+  int64_t latest = 1;             // serve the newest N loadable versions...
+  std::vector<int64_t> specific;  // ...or exactly these, when not empty
 };
 
 struct ModelServingConfig {
   BatcherConfig batching;
   VersionPolicy versions;
-  std::string group;   // empty: in no group
-  double weight = 1;   // share of the group's traffic
+  std::string group;  // empty: in no group
+  double weight = 1;  // share of the group's traffic
 };
 
 // Parses model.json text over `defaults`; throws ModelLoadError naming `source` and the field.

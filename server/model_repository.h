@@ -28,7 +28,6 @@ namespace normserve {
 
 class Metrics;
 
-
 // The lifecycle works on any Model with name(), version(), norm_label() and dir(): the server
 // uses ServedModel, the ThreadSanitizer tests a stand-in that needs no LibTorch.
 template <typename Model>

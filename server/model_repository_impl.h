@@ -143,7 +143,8 @@ bool ModelRepositoryT<Model>::Unload(const std::string& name, std::string* error
     }
     Entry& entry = it->second;
     for (const auto& [version, v] : entry.ready) {
-      if (metrics_) metrics_->SetModelReady(name, std::to_string(version), v.model->norm_label(), false);
+      if (metrics_)
+        metrics_->SetModelReady(name, std::to_string(version), v.model->norm_label(), false);
     }
     entry.ready.clear();
     entry.unloaded = true;
@@ -156,8 +157,8 @@ bool ModelRepositoryT<Model>::Unload(const std::string& name, std::string* error
 
 template <typename Model>
 std::shared_ptr<const Model> ModelRepositoryT<Model>::LoadVersion(const std::string& name,
-                                                                int64_t version,
-                                                                const std::string& dir) const {
+                                                                  int64_t version,
+                                                                  const std::string& dir) const {
   const auto start = Clock::now();
   auto model = loader_(dir, name, version);
   const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
@@ -180,7 +181,8 @@ std::string ModelRepositoryT<Model>::Sync(const std::string& name, bool settle) 
       auto it = entries_.find(name);
       if (it == entries_.end()) return "model '" + name + "' is not in the repository " + root_;
       for (const auto& [version, v] : it->second.ready) {
-        if (metrics_) metrics_->SetModelReady(name, std::to_string(version), v.model->norm_label(), false);
+        if (metrics_)
+          metrics_->SetModelReady(name, std::to_string(version), v.model->norm_label(), false);
       }
       had_versions = !it->second.ready.empty();
       group = it->second.serving.group;
@@ -250,7 +252,8 @@ std::string ModelRepositoryT<Model>::Sync(const std::string& name, bool settle) 
     if (model) {
       entry.ready[version] = {model, present[version]};
       entry.failed.erase(version);
-      if (metrics_) metrics_->SetModelReady(name, std::to_string(version), model->norm_label(), true);
+      if (metrics_)
+        metrics_->SetModelReady(name, std::to_string(version), model->norm_label(), true);
     } else {
       entry.failed[version] = present[version];
       entry.error = error;
@@ -269,16 +272,17 @@ std::string ModelRepositoryT<Model>::Sync(const std::string& name, bool settle) 
       const int64_t version = it->first;
       if (!present.count(version)) continue;
       const auto& specific = serving.versions.specific;
-      const bool wanted = specific.empty()
-                              ? static_cast<int64_t>(keep.size()) < serving.versions.latest
-                              : std::find(specific.begin(), specific.end(), version) != specific.end();
+      const bool wanted =
+          specific.empty() ? static_cast<int64_t>(keep.size()) < serving.versions.latest
+                           : std::find(specific.begin(), specific.end(), version) != specific.end();
       if (wanted) keep.push_back(version);
     }
     for (auto it = entry.ready.begin(); it != entry.ready.end();) {
       if (std::find(keep.begin(), keep.end(), it->first) == keep.end()) {
         LogInfo("retired " + name + " version " + std::to_string(it->first));
         if (metrics_) {
-          metrics_->SetModelReady(name, std::to_string(it->first), it->second.model->norm_label(), false);
+          metrics_->SetModelReady(name, std::to_string(it->first), it->second.model->norm_label(),
+                                  false);
         }
         it = entry.ready.erase(it);
       } else {
@@ -303,7 +307,7 @@ std::string ModelRepositoryT<Model>::Sync(const std::string& name, bool settle) 
 
 template <typename Model>
 void ModelRepositoryT<Model>::NotifyReadiness(const std::string& name, const std::string& group,
-                                      bool ready) {
+                                              bool ready) {
   if (!on_readiness_) return;
   on_readiness_(name, ready);
   if (group.empty()) return;
@@ -318,8 +322,8 @@ void ModelRepositoryT<Model>::NotifyReadiness(const std::string& name, const std
 }
 
 template <typename Model>
-typename ModelRepositoryT<Model>::ServingTarget ModelRepositoryT<Model>::Resolve(const std::string& name, int64_t version,
-                                       LookupError* error, std::string* message) {
+typename ModelRepositoryT<Model>::ServingTarget ModelRepositoryT<Model>::Resolve(
+    const std::string& name, int64_t version, LookupError* error, std::string* message) {
   std::lock_guard<std::mutex> lock(mutex_);
   *error = LookupError::kNone;
   auto it = entries_.find(name);
@@ -360,14 +364,17 @@ typename ModelRepositoryT<Model>::ServingTarget ModelRepositoryT<Model>::Resolve
   if (entry.ready.empty()) {
     *error = LookupError::kNotReady;
     *message = "model '" + it->first + "' has no version ready" +
-               (entry.unloaded ? " (unloaded)" : entry.error.empty() ? "" : ": " + entry.error);
+               (entry.unloaded        ? " (unloaded)"
+                : entry.error.empty() ? ""
+                                      : ": " + entry.error);
     return {};
   }
   if (version == 0) return {entry.ready.rbegin()->second.model, entry.batcher};
   auto v = entry.ready.find(version);
   if (v == entry.ready.end()) {
     std::string loaded;
-    for (const auto& [n, ver] : entry.ready) loaded += (loaded.empty() ? "" : ", ") + std::to_string(n);
+    for (const auto& [n, ver] : entry.ready)
+      loaded += (loaded.empty() ? "" : ", ") + std::to_string(n);
     *error = LookupError::kUnknownVersion;
     *message = "version " + std::to_string(version) + " of model '" + it->first +
                "' is not loaded; loaded versions: " + loaded;
@@ -377,7 +384,8 @@ typename ModelRepositoryT<Model>::ServingTarget ModelRepositoryT<Model>::Resolve
 }
 
 template <typename Model>
-typename ModelRepositoryT<Model>::ModelStatus ModelRepositoryT<Model>::StatusLocked(const std::string& name, const Entry& entry) const {
+typename ModelRepositoryT<Model>::ModelStatus ModelRepositoryT<Model>::StatusLocked(
+    const std::string& name, const Entry& entry) const {
   ModelStatus s;
   s.name = name;
   s.error = entry.error;
@@ -403,7 +411,8 @@ std::vector<typename ModelRepositoryT<Model>::ModelStatus> ModelRepositoryT<Mode
 }
 
 template <typename Model>
-std::optional<typename ModelRepositoryT<Model>::ModelStatus> ModelRepositoryT<Model>::Get(const std::string& name) const {
+std::optional<typename ModelRepositoryT<Model>::ModelStatus> ModelRepositoryT<Model>::Get(
+    const std::string& name) const {
   std::lock_guard<std::mutex> lock(mutex_);
   auto it = entries_.find(name);
   if (it == entries_.end()) return std::nullopt;

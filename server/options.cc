@@ -89,10 +89,14 @@ bool ParseServerOptions(const std::vector<std::string>& args, ServerOptions* o, 
       }
       o->device = value;
     } else if (flag == "--model-control") {
-      if (value == "none") o->model_control = ModelControl::kNone;
-      else if (value == "poll") o->model_control = ModelControl::kPoll;
-      else if (value == "explicit") o->model_control = ModelControl::kExplicit;
-      else throw std::invalid_argument("--model-control must be none, poll or explicit");
+      if (value == "none")
+        o->model_control = ModelControl::kNone;
+      else if (value == "poll")
+        o->model_control = ModelControl::kPoll;
+      else if (value == "explicit")
+        o->model_control = ModelControl::kExplicit;
+      else
+        throw std::invalid_argument("--model-control must be none, poll or explicit");
     } else if (flag == "--repository-poll-secs") {
       o->repository_poll_secs = Number(flag, value, 0.05, 86400);
     } else if (flag == "--shutdown-grace-secs") {

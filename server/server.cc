@@ -76,8 +76,8 @@ NormServer::NormServer(const ServerOptions& options)
     if (!s.group.empty()) SetHealth(s.group, s.newest != nullptr);
   }
   if (options.model_control == ModelControl::kPoll) {
-    repository_->StartPolling(std::chrono::milliseconds(
-        static_cast<int64_t>(options.repository_poll_secs * 1000)));
+    repository_->StartPolling(
+        std::chrono::milliseconds(static_cast<int64_t>(options.repository_poll_secs * 1000)));
   }
   LogInfo("normserved listening for gRPC on port " + std::to_string(grpc_port_) +
           ", metrics on port " + std::to_string(metrics_port()) + ", " +
@@ -107,8 +107,8 @@ void NormServer::SetHealth(const std::string& name, bool serving) {
 
 void NormServer::Shutdown() {
   std::call_once(shutdown_once_, [this] {
-    const auto grace = std::chrono::milliseconds(
-        static_cast<int64_t>(options_.shutdown_grace_secs * 1000));
+    const auto grace =
+        std::chrono::milliseconds(static_cast<int64_t>(options_.shutdown_grace_secs * 1000));
     const auto deadline = std::chrono::system_clock::now() + grace;
     {
       std::lock_guard<std::mutex> lock(health_mutex_);

@@ -36,9 +36,12 @@ GenerationOptions FromProto(const v1::GenerateOptions& p) {
 
 grpc::StatusCode LookupCode(ModelRepository::LookupError error) {
   switch (error) {
-    case ModelRepository::LookupError::kNotReady: return grpc::StatusCode::UNAVAILABLE;
-    case ModelRepository::LookupError::kInvalidName: return grpc::StatusCode::INVALID_ARGUMENT;
-    default: return grpc::StatusCode::NOT_FOUND;
+    case ModelRepository::LookupError::kNotReady:
+      return grpc::StatusCode::UNAVAILABLE;
+    case ModelRepository::LookupError::kInvalidName:
+      return grpc::StatusCode::INVALID_ARGUMENT;
+    default:
+      return grpc::StatusCode::NOT_FOUND;
   }
 }
 
@@ -95,9 +98,10 @@ grpc::ServerUnaryReactor* NormServeService::Infer(grpc::CallbackServerContext* c
   };
   if (draining_) return refuse(kDraining, nullptr);
   if (request.model().empty()) {
-    return refuse(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
-                               "the request names no model; available: " + repository_->ReadyNames()),
-                  nullptr);
+    return refuse(
+        grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                     "the request names no model; available: " + repository_->ReadyNames()),
+        nullptr);
   }
   ModelRepository::LookupError error;
   std::string message;
@@ -123,39 +127,41 @@ grpc::ServerUnaryReactor* NormServeService::Infer(grpc::CallbackServerContext* c
 grpc::ServerUnaryReactor* NormServeService::Translate(grpc::CallbackServerContext* context,
                                                       const v1::TranslateRequest* request,
                                                       v1::TranslateResponse* response) {
-  return Infer(context, "Translate", *request,
-               [&](std::shared_ptr<const ServedModel> model, int priority) {
-                 const TranslationOptions options = FromProto(request->options());
-                 TokenBatch sources = model->PrepareTranslate(
-                     {request->texts().begin(), request->texts().end()}, options);
-                 return std::make_shared<TranslateCall>(context, context->DefaultReactor(), model,
-                                                        priority, std::move(sources), options,
-                                                        response, metrics_);
-               });
+  return Infer(
+      context, "Translate", *request, [&](std::shared_ptr<const ServedModel> model, int priority) {
+        const TranslationOptions options = FromProto(request->options());
+        TokenBatch sources =
+            model->PrepareTranslate({request->texts().begin(), request->texts().end()}, options);
+        return std::make_shared<TranslateCall>(context, context->DefaultReactor(), model, priority,
+                                               std::move(sources), options, response, metrics_);
+      });
 }
 
 grpc::ServerUnaryReactor* NormServeService::Score(grpc::CallbackServerContext* context,
                                                   const v1::ScoreRequest* request,
                                                   v1::ScoreResponse* response) {
-  return Infer(context, "Score", *request, [&](std::shared_ptr<const ServedModel> model, int priority) {
-    if (request->texts_size() > 0 && request->pairs_size() > 0) {
-      throw InvalidInputError("send either texts (language models) or pairs (translation "
-                              "models), not both");
-    }
-    TokenBatch sources, targets;
-    if (model->config().is_mt() && request->pairs_size() > 0) {
-      std::vector<std::pair<std::string, std::string>> pairs;
-      for (const auto& p : request->pairs()) pairs.emplace_back(p.source(), p.target());
-      std::tie(sources, targets) = model->PrepareScorePairs(pairs);
-    } else if (!model->config().is_mt() && request->pairs_size() > 0) {
-      throw InvalidInputError("model '" + model->name() +
-                              "' is a transformer_lm: score texts, not pairs");
-    } else {
-      targets = model->PrepareScoreTexts({request->texts().begin(), request->texts().end()});
-    }
-    return std::make_shared<ScoreCall>(context, context->DefaultReactor(), model, priority,
-                                       std::move(sources), std::move(targets), response, metrics_);
-  });
+  return Infer(
+      context, "Score", *request, [&](std::shared_ptr<const ServedModel> model, int priority) {
+        if (request->texts_size() > 0 && request->pairs_size() > 0) {
+          throw InvalidInputError(
+              "send either texts (language models) or pairs (translation "
+              "models), not both");
+        }
+        TokenBatch sources, targets;
+        if (model->config().is_mt() && request->pairs_size() > 0) {
+          std::vector<std::pair<std::string, std::string>> pairs;
+          for (const auto& p : request->pairs()) pairs.emplace_back(p.source(), p.target());
+          std::tie(sources, targets) = model->PrepareScorePairs(pairs);
+        } else if (!model->config().is_mt() && request->pairs_size() > 0) {
+          throw InvalidInputError("model '" + model->name() +
+                                  "' is a transformer_lm: score texts, not pairs");
+        } else {
+          targets = model->PrepareScoreTexts({request->texts().begin(), request->texts().end()});
+        }
+        return std::make_shared<ScoreCall>(context, context->DefaultReactor(), model, priority,
+                                           std::move(sources), std::move(targets), response,
+                                           metrics_);
+      });
 }
 
 grpc::ServerWriteReactor<v1::GenerateResponse>* NormServeService::Generate(
@@ -169,12 +175,14 @@ grpc::ServerWriteReactor<v1::GenerateResponse>* NormServeService::Generate(
   if (draining_) return refuse(kDraining, nullptr);
   ModelRepository::LookupError error;
   std::string message;
-  ServingTarget target = repository_->Resolve(request->model(), request->version(), &error, &message);
+  ServingTarget target =
+      repository_->Resolve(request->model(), request->version(), &error, &message);
   if (!target.model) {
     if (request->model().empty()) {
-      return refuse(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
-                                 "the request names no model; available: " + repository_->ReadyNames()),
-                    nullptr);
+      return refuse(
+          grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                       "the request names no model; available: " + repository_->ReadyNames()),
+          nullptr);
     }
     return refuse(grpc::Status(LookupCode(error), message), nullptr);
   }
@@ -213,10 +221,10 @@ grpc::ServerUnaryReactor* NormServeService::GetModel(grpc::CallbackServerContext
   auto* reactor = context->DefaultReactor();
   const auto status = repository_->Get(request->model());
   if (!status) {
-    reactor->Finish(grpc::Status(grpc::StatusCode::NOT_FOUND,
-                                 "model '" + request->model() +
-                                     "' is not in the repository; available: " +
-                                     repository_->ReadyNames()));
+    reactor->Finish(
+        grpc::Status(grpc::StatusCode::NOT_FOUND,
+                     "model '" + request->model() +
+                         "' is not in the repository; available: " + repository_->ReadyNames()));
   } else {
     FillInfo(*status, response);
     reactor->Finish(grpc::Status::OK);
@@ -234,8 +242,9 @@ grpc::Status NormServeService::CheckManagement(const std::string& model) const {
   }
   if (!ModelRepository::IsValidName(model)) {
     return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
-                        "'" + model + "' is not a model name: name a directory inside the "
-                        "repository (letters, digits, '.', '_', '-'; no paths, no '..')");
+                        "'" + model +
+                            "' is not a model name: name a directory inside the "
+                            "repository (letters, digits, '.', '_', '-'; no paths, no '..')");
   }
   return grpc::Status::OK;
 }
@@ -255,13 +264,13 @@ grpc::ServerUnaryReactor* NormServeService::LoadModel(grpc::CallbackServerContex
     const auto status = repository_->Get(request->model());
     if (status) FillInfo(*status, response);
     if (!status || status->ready_versions.empty()) {
-      reactor->Finish(grpc::Status(status ? grpc::StatusCode::FAILED_PRECONDITION
-                                          : grpc::StatusCode::NOT_FOUND,
-                                   error));
+      reactor->Finish(grpc::Status(
+          status ? grpc::StatusCode::FAILED_PRECONDITION : grpc::StatusCode::NOT_FOUND, error));
     } else if (!error.empty()) {
       // An older version still serves; say why the newer one does not.
       reactor->Finish(grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
-                                   error + " (version " + std::to_string(status->ready_versions.back()) +
+                                   error + " (version " +
+                                       std::to_string(status->ready_versions.back()) +
                                        " keeps serving)"));
     } else {
       reactor->Finish(grpc::Status::OK);

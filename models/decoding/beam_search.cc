@@ -44,7 +44,8 @@ std::vector<std::vector<Hypothesis>> BeamSearch(const Transformer& model,
   at::Tensor beam_scores = at::full({batch, k}, kNegInf, at::TensorOptions().device(device));
   beam_scores.select(1, 0).zero_();
   at::Tensor history = at::empty({rows, 0}, at::kLong);
-  at::Tensor next = at::full({rows, 1}, special.eos, at::TensorOptions().dtype(at::kLong).device(device));
+  at::Tensor next =
+      at::full({rows, 1}, special.eos, at::TensorOptions().dtype(at::kLong).device(device));
   std::vector<Sentence> sentences(batch);
   int64_t remaining = batch;
 

@@ -8,8 +8,8 @@
 namespace normserve {
 
 std::vector<Hypothesis> GreedySearch(const Transformer& model, const EncoderOutput& memory,
-                                     const std::vector<int64_t>& max_lengths,
-                                     double length_penalty, const StopSentence& stop) {
+                                     const std::vector<int64_t>& max_lengths, double length_penalty,
+                                     const StopSentence& stop) {
   const SpecialTokens& special = model.config().special;
   const auto batch = static_cast<int64_t>(max_lengths.size());
   DecoderState state = model.StartDecoding(memory, batch);

@@ -17,8 +17,7 @@ at::Tensor PadBatch(const std::vector<std::vector<int64_t>>& sequences, int64_t 
   return out.to(device);
 }
 
-std::vector<std::vector<double>> ScoreTargets(const Transformer& model,
-                                              const EncoderOutput& memory,
+std::vector<std::vector<double>> ScoreTargets(const Transformer& model, const EncoderOutput& memory,
                                               const std::vector<std::vector<int64_t>>& targets) {
   const SpecialTokens& special = model.config().special;
   // Decoder input is </s> + target; it predicts target + </s>.

@@ -45,8 +45,7 @@ std::vector<std::vector<Hypothesis>> BeamSearch(const Transformer& model,
 
 // Log-probabilities of each target sequence (its tokens then </s>), by one forced-decoding
 // pass; `memory` is the batch's encoder output for transformer_mt, empty for an LM.
-std::vector<std::vector<double>> ScoreTargets(const Transformer& model,
-                                              const EncoderOutput& memory,
+std::vector<std::vector<double>> ScoreTargets(const Transformer& model, const EncoderOutput& memory,
                                               const std::vector<std::vector<int64_t>>& targets);
 
 // Pads sequences on the right into a [B, T] int64 tensor on `device`.

@@ -19,9 +19,9 @@ void ValidateTranslationOptions(const TranslationOptions& o) {
   Require(o.beam_size >= 1 && o.beam_size <= O::kMaxBeamSize,
           "beam_size is " + std::to_string(o.beam_size) + "; it must be in 1.." +
               std::to_string(O::kMaxBeamSize));
-  Require(o.n_best >= 1 && o.n_best <= o.beam_size,
-          "n_best is " + std::to_string(o.n_best) + "; it must be in 1..beam_size (" +
-              std::to_string(o.beam_size) + ")");
+  Require(o.n_best >= 1 && o.n_best <= o.beam_size, "n_best is " + std::to_string(o.n_best) +
+                                                        "; it must be in 1..beam_size (" +
+                                                        std::to_string(o.beam_size) + ")");
   Require(std::isfinite(o.length_penalty) && o.length_penalty >= 0 &&
               o.length_penalty <= O::kMaxLengthPenalty,
           "length_penalty is " + std::to_string(o.length_penalty) + "; it must be in 0..10");

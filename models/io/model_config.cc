@@ -12,9 +12,9 @@ namespace {
 
 using nlohmann::json;
 
-constexpr NormSite kAllSites[] = {NormSite::kEncoderSelfAttn,  NormSite::kEncoderFfn,
-                                  NormSite::kDecoderSelfAttn,  NormSite::kDecoderCrossAttn,
-                                  NormSite::kDecoderFfn,       NormSite::kFinal};
+constexpr NormSite kAllSites[] = {NormSite::kEncoderSelfAttn, NormSite::kEncoderFfn,
+                                  NormSite::kDecoderSelfAttn, NormSite::kDecoderCrossAttn,
+                                  NormSite::kDecoderFfn,      NormSite::kFinal};
 
 class Reader {
  public:
@@ -25,7 +25,8 @@ class Reader {
   }
 
   template <typename T>
-  T Get(const json& obj, const std::string& field, const T& fallback, const std::string& path) const {
+  T Get(const json& obj, const std::string& field, const T& fallback,
+        const std::string& path) const {
     auto it = obj.find(field);
     if (it == obj.end()) return fallback;
     try {
@@ -40,7 +41,8 @@ class Reader {
   }
   int64_t Positive(const std::string& field, int64_t fallback, int64_t max) const {
     const int64_t v = Get<int64_t>(field, fallback);
-    if (v < 1 || v > max) Fail(field, "must be in 1.." + std::to_string(max) + ", got " + std::to_string(v));
+    if (v < 1 || v > max)
+      Fail(field, "must be in 1.." + std::to_string(max) + ", got " + std::to_string(v));
     return v;
   }
 
@@ -50,17 +52,19 @@ class Reader {
     const std::string type = Get<std::string>(obj, "type", "", path + ".type");
     const auto kind = ParseNormKind(type);
     if (!kind) {
-      Fail(path + ".type", "is '" + type +
-                               "'; use layernorm, rmsnorm, prmsnorm, powernorm or batchnorm");
+      Fail(path + ".type",
+           "is '" + type + "'; use layernorm, rmsnorm, prmsnorm, powernorm or batchnorm");
     }
     c.kind = *kind;
     c.eps = Get<double>(obj, "eps", c.eps, path + ".eps");
     c.bias = Get<bool>(obj, "bias", c.bias, path + ".bias");
     c.partial = Get<double>(obj, "p", c.partial, path + ".p");
     const std::string rounding = Get<std::string>(obj, "k_rounding", "ceil", path + ".k_rounding");
-    if (rounding != "ceil" && rounding != "floor") Fail(path + ".k_rounding", "must be ceil or floor");
+    if (rounding != "ceil" && rounding != "floor")
+      Fail(path + ".k_rounding", "must be ceil or floor");
     c.partial_round_up = rounding == "ceil";
-    const std::string eps_at = Get<std::string>(obj, "eps_placement", "inside_sqrt", path + ".eps_placement");
+    const std::string eps_at =
+        Get<std::string>(obj, "eps_placement", "inside_sqrt", path + ".eps_placement");
     if (eps_at != "inside_sqrt" && eps_at != "outside_sqrt") {
       Fail(path + ".eps_placement", "must be inside_sqrt or outside_sqrt");
     }
@@ -102,12 +106,18 @@ json NormToJson(const NormConfig& c) {
 
 const char* NormSiteName(NormSite site) {
   switch (site) {
-    case NormSite::kEncoderSelfAttn: return "encoder_self_attn";
-    case NormSite::kEncoderFfn: return "encoder_ffn";
-    case NormSite::kDecoderSelfAttn: return "decoder_self_attn";
-    case NormSite::kDecoderCrossAttn: return "decoder_cross_attn";
-    case NormSite::kDecoderFfn: return "decoder_ffn";
-    case NormSite::kFinal: return "final";
+    case NormSite::kEncoderSelfAttn:
+      return "encoder_self_attn";
+    case NormSite::kEncoderFfn:
+      return "encoder_ffn";
+    case NormSite::kDecoderSelfAttn:
+      return "decoder_self_attn";
+    case NormSite::kDecoderCrossAttn:
+      return "decoder_cross_attn";
+    case NormSite::kDecoderFfn:
+      return "decoder_ffn";
+    case NormSite::kFinal:
+      return "final";
   }
   return "?";
 }
@@ -146,9 +156,12 @@ ModelConfig ParseModelConfig(const std::string& json_text, const std::string& so
   Reader r(root, source);
   ModelConfig c;
   const std::string arch = r.Get<std::string>("architecture", "");
-  if (arch == "transformer_mt") c.architecture = Architecture::kTransformerMT;
-  else if (arch == "transformer_lm") c.architecture = Architecture::kTransformerLM;
-  else r.Fail("architecture", "is '" + arch + "'; use transformer_mt or transformer_lm");
+  if (arch == "transformer_mt")
+    c.architecture = Architecture::kTransformerMT;
+  else if (arch == "transformer_lm")
+    c.architecture = Architecture::kTransformerLM;
+  else
+    r.Fail("architecture", "is '" + arch + "'; use transformer_mt or transformer_lm");
 
   c.embed_dim = r.Positive("embed_dim", c.embed_dim, 1 << 16);
   c.ffn_dim = r.Positive("ffn_dim", c.ffn_dim, 1 << 18);
@@ -160,7 +173,8 @@ ModelConfig ParseModelConfig(const std::string& json_text, const std::string& so
   c.decoder_layers = r.Positive("decoder_layers", c.decoder_layers, 256);
   c.normalize_before = r.Get<bool>("normalize_before", c.normalize_before);
   c.activation = r.Get<std::string>("activation", c.activation);
-  if (c.activation != "relu" && c.activation != "gelu") r.Fail("activation", "must be relu or gelu");
+  if (c.activation != "relu" && c.activation != "gelu")
+    r.Fail("activation", "must be relu or gelu");
   c.max_positions = r.Positive("max_positions", c.max_positions, 1 << 20);
   const std::string positions = r.Get<std::string>("positions", "sinusoidal");
   if (positions != "sinusoidal") r.Fail("positions", "must be sinusoidal");
@@ -195,7 +209,8 @@ ModelConfig ParseModelConfig(const std::string& json_text, const std::string& so
   c.special.eos = r.Get<int64_t>(special, "eos", c.special.eos, "special_tokens.eos");
   c.special.unk = r.Get<int64_t>(special, "unk", c.special.unk, "special_tokens.unk");
   for (int64_t id : {c.special.bos, c.special.pad, c.special.eos, c.special.unk}) {
-    if (id < 0 || id >= c.target_vocab_size) r.Fail("special_tokens", "ids must be inside the vocabulary");
+    if (id < 0 || id >= c.target_vocab_size)
+      r.Fail("special_tokens", "ids must be inside the vocabulary");
   }
 
   if (!root.contains("norm") || !root["norm"].is_object()) {
@@ -206,8 +221,9 @@ ModelConfig ParseModelConfig(const std::string& json_text, const std::string& so
     bool known = key == "default";
     for (NormSite s : kAllSites) known = known || key == NormSiteName(s);
     if (!known) {
-      r.Fail("norm." + key, "is not a norm site; use default, encoder_self_attn, encoder_ffn, "
-                            "decoder_self_attn, decoder_cross_attn, decoder_ffn or final");
+      r.Fail("norm." + key,
+             "is not a norm site; use default, encoder_self_attn, encoder_ffn, "
+             "decoder_self_attn, decoder_cross_attn, decoder_ffn or final");
     }
   }
   const bool has_default = norm.contains("default");
@@ -260,8 +276,10 @@ std::string ModelConfigToJson(const ModelConfig& c) {
     j["tokenizer"] = {{"model", c.target_tokenizer}};
   }
   j["share_decoder_input_output_embed"] = c.share_decoder_input_output_embed;
-  j["special_tokens"] = {{"bos", c.special.bos}, {"pad", c.special.pad},
-                         {"eos", c.special.eos}, {"unk", c.special.unk}};
+  j["special_tokens"] = {{"bos", c.special.bos},
+                         {"pad", c.special.pad},
+                         {"eos", c.special.eos},
+                         {"unk", c.special.unk}};
   json norm = json::object();
   for (const auto& [site, nc] : c.norms) norm[NormSiteName(site)] = NormToJson(nc);
   j["norm"] = norm;

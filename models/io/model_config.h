@@ -39,14 +39,14 @@ struct ModelConfig {
   int64_t attention_heads = 8;
   int64_t encoder_layers = 6;  // transformer_mt only
   int64_t decoder_layers = 6;
-  bool normalize_before = true;  // pre-norm; false is the original post-norm Transformer
-  std::string activation = "relu";  // relu or gelu
-  int64_t max_positions = 1024;     // tokens per sequence, </s> included
-  bool share_all_embeddings = false;              // one table for source, target and output
+  bool normalize_before = true;       // pre-norm; false is the original post-norm Transformer
+  std::string activation = "relu";    // relu or gelu
+  int64_t max_positions = 1024;       // tokens per sequence, </s> included
+  bool share_all_embeddings = false;  // one table for source, target and output
   bool share_decoder_input_output_embed = true;  // output projection = target embedding
-  int64_t source_vocab_size = 0;  // transformer_mt only
-  int64_t target_vocab_size = 0;  // the LM's vocabulary
-  std::string source_tokenizer;   // file names inside the version directory
+  int64_t source_vocab_size = 0;                 // transformer_mt only
+  int64_t target_vocab_size = 0;                 // the LM's vocabulary
+  std::string source_tokenizer;                  // file names inside the version directory
   std::string target_tokenizer;
   SpecialTokens special;
   std::map<NormSite, NormConfig> norms;  // every site of the architecture

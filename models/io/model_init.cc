@@ -18,7 +18,8 @@ namespace normserve {
 namespace {
 
 bool EndsWith(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+  return s.size() >= suffix.size() &&
+         s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
 int TrainInto(const std::string& dir, const std::string& name, const std::string& text,
@@ -44,7 +45,8 @@ WeightStore RandomWeightStore(uint64_t seed) {
     if (EndsWith(name, ".bias")) return at::empty(shape, opts).normal_(0, 0.02, generator);
     if (shape.size() == 1) return at::empty(shape, opts).normal_(1, 0.1, generator);
     if (EndsWith(name, "embed_tokens.weight")) {
-      return at::empty(shape, opts).normal_(0, 1 / std::sqrt(static_cast<double>(shape[1])), generator);
+      return at::empty(shape, opts)
+          .normal_(0, 1 / std::sqrt(static_cast<double>(shape[1])), generator);
     }
     const double bound = std::sqrt(6.0 / static_cast<double>(shape[0] + shape[1]));
     return at::empty(shape, opts).uniform_(-bound, bound, generator);

@@ -27,10 +27,14 @@ constexpr uint64_t kMaxElements = 1ull << 60;
 }
 
 bool ParseDType(const std::string& s, DType* out) {
-  if (s == "F32") *out = DType::kF32;
-  else if (s == "F16") *out = DType::kF16;
-  else if (s == "BF16") *out = DType::kBF16;
-  else return false;
+  if (s == "F32")
+    *out = DType::kF32;
+  else if (s == "F16")
+    *out = DType::kF16;
+  else if (s == "BF16")
+    *out = DType::kBF16;
+  else
+    return false;
   return true;
 }
 
@@ -48,9 +52,12 @@ size_t DTypeSize(DType dtype) { return dtype == DType::kF32 ? 4 : 2; }
 
 const char* DTypeName(DType dtype) {
   switch (dtype) {
-    case DType::kF32: return "F32";
-    case DType::kF16: return "F16";
-    case DType::kBF16: return "BF16";
+    case DType::kF32:
+      return "F32";
+    case DType::kF16:
+      return "F16";
+    case DType::kBF16:
+      return "BF16";
   }
   return "?";
 }
@@ -131,7 +138,8 @@ File File::FromBuffer(std::shared_ptr<const void> owner, const uint8_t* data, si
     if (!shape_it->is_array()) Fail(name, where + ": shape must be an array");
     uint64_t numel = 1;
     for (const auto& dim : *shape_it) {
-      if (!dim.is_number_unsigned()) Fail(name, where + ": shape has a non-integer or negative dim");
+      if (!dim.is_number_unsigned())
+        Fail(name, where + ": shape has a non-integer or negative dim");
       const uint64_t n = dim.get<uint64_t>();
       // Each dim on its own too: with a zero dim elsewhere the product stays 0.
       if (n > kMaxElements || __builtin_mul_overflow(numel, n, &numel) || numel > kMaxElements) {
@@ -139,8 +147,8 @@ File File::FromBuffer(std::shared_ptr<const void> owner, const uint8_t* data, si
       }
       view.shape.push_back(static_cast<int64_t>(n));
     }
-    if (!offsets_it->is_array() || offsets_it->size() != 2 || !(*offsets_it)[0].is_number_unsigned() ||
-        !(*offsets_it)[1].is_number_unsigned()) {
+    if (!offsets_it->is_array() || offsets_it->size() != 2 ||
+        !(*offsets_it)[0].is_number_unsigned() || !(*offsets_it)[1].is_number_unsigned()) {
       Fail(name, where + ": data_offsets must be [begin, end]");
     }
     const uint64_t begin = (*offsets_it)[0].get<uint64_t>();
@@ -191,7 +199,8 @@ void Write(const std::string& path, const std::map<std::string, TensorToWrite>& 
   std::ofstream out(path, std::ios::binary | std::ios::trunc);
   if (!out) Fail(path, "cannot open for writing");
   uint8_t len[8];
-  for (int i = 0; i < 8; ++i) len[i] = static_cast<uint8_t>((uint64_t{text.size()} >> (8 * i)) & 0xff);
+  for (int i = 0; i < 8; ++i)
+    len[i] = static_cast<uint8_t>((uint64_t{text.size()} >> (8 * i)) & 0xff);
   out.write(reinterpret_cast<const char*>(len), 8);
   out.write(text.data(), static_cast<std::streamsize>(text.size()));
   for (const auto& [key, t] : tensors) {

@@ -9,9 +9,12 @@ namespace {
 
 at::ScalarType ToScalarType(safetensors::DType dtype) {
   switch (dtype) {
-    case safetensors::DType::kF32: return at::kFloat;
-    case safetensors::DType::kF16: return at::kHalf;
-    case safetensors::DType::kBF16: return at::kBFloat16;
+    case safetensors::DType::kF32:
+      return at::kFloat;
+    case safetensors::DType::kF16:
+      return at::kHalf;
+    case safetensors::DType::kBF16:
+      return at::kBFloat16;
   }
   return at::kFloat;
 }

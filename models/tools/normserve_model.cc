@@ -46,17 +46,27 @@ int main(int argc, char** argv) {
       const std::string flag = argv[i];
       if (i + 1 >= argc) throw std::invalid_argument(flag + " needs a value");
       const std::string value = argv[++i];
-      if (flag == "--config") config_path = value;
-      else if (flag == "--out") options.out_dir = value;
-      else if (flag == "--source-text") options.source_text = value;
-      else if (flag == "--target-text") options.target_text = value;
-      else if (flag == "--vocab-size") options.vocab_size = std::stoi(value);
-      else if (flag == "--seed") options.seed = std::stoull(value);
+      if (flag == "--config")
+        config_path = value;
+      else if (flag == "--out")
+        options.out_dir = value;
+      else if (flag == "--source-text")
+        options.source_text = value;
+      else if (flag == "--target-text")
+        options.target_text = value;
+      else if (flag == "--vocab-size")
+        options.vocab_size = std::stoi(value);
+      else if (flag == "--seed")
+        options.seed = std::stoull(value);
       else if (flag == "--dtype") {
-        if (value == "f32") options.dtype = normserve::safetensors::DType::kF32;
-        else if (value == "f16") options.dtype = normserve::safetensors::DType::kF16;
-        else if (value == "bf16") options.dtype = normserve::safetensors::DType::kBF16;
-        else throw std::invalid_argument("--dtype must be f32, f16 or bf16");
+        if (value == "f32")
+          options.dtype = normserve::safetensors::DType::kF32;
+        else if (value == "f16")
+          options.dtype = normserve::safetensors::DType::kF16;
+        else if (value == "bf16")
+          options.dtype = normserve::safetensors::DType::kBF16;
+        else
+          throw std::invalid_argument("--dtype must be f32, f16 or bf16");
       } else {
         throw std::invalid_argument("unknown flag " + flag);
       }

@@ -144,9 +144,10 @@ Transformer::Transformer(const ModelConfig& c, WeightStore& store)
     L.decoder.push_back(std::move(layer));
   }
   if (c.normalize_before) L.decoder_final = layer_norm(NormSite::kFinal, "decoder.layer_norm");
-  L.output_projection = c.share_decoder_input_output_embed
-                            ? target_table
-                            : store.Take("decoder.output_projection.weight", {c.target_vocab_size, d});
+  L.output_projection =
+      c.share_decoder_input_output_embed
+          ? target_table
+          : store.Take("decoder.output_projection.weight", {c.target_vocab_size, d});
   store.CheckAllTaken();
   parameters_ = store.TakenElements();
 }
@@ -158,10 +159,9 @@ EncoderOutput Transformer::Encode(const at::Tensor& tokens) const {
   const NormForwardTiming norm_timing;  // samples the norm layers' time (norm_timing.h)
   const auto& L = *layers_;
   const at::Tensor padding = tokens.eq(config_.special.pad);
-  const at::Tensor mask =
-      at::zeros(padding.sizes(), L.source_embedding.table().options())
-          .masked_fill(padding, -std::numeric_limits<float>::infinity())
-          .view({tokens.size(0), 1, 1, tokens.size(1)});
+  const at::Tensor mask = at::zeros(padding.sizes(), L.source_embedding.table().options())
+                              .masked_fill(padding, -std::numeric_limits<float>::infinity())
+                              .view({tokens.size(0), 1, 1, tokens.size(1)});
   std::vector<Sublayer> blocks;
   for (const EncoderLayer& layer : L.encoder) {
     blocks.push_back({&layer.self_attn_norm, [&layer, &mask](const at::Tensor& h) {
@@ -204,11 +204,9 @@ at::Tensor Transformer::Decode(const at::Tensor& tokens, DecoderState& state) co
                       }});
     if (config_.is_mt()) {
       KVCache* cross_cache = &state.cross_attention[i];
-      blocks.push_back({&layer.cross_attn_norm,
-                        [&layer, &state, cross_cache](const at::Tensor& h) {
-                          return layer.cross_attn.CrossAttention(h, state.memory.states,
-                                                                 state.memory.memory_mask,
-                                                                 *cross_cache);
+      blocks.push_back({&layer.cross_attn_norm, [&layer, &state, cross_cache](const at::Tensor& h) {
+                          return layer.cross_attn.CrossAttention(
+                              h, state.memory.states, state.memory.memory_mask, *cross_cache);
                         }});
     }
     blocks.push_back({&layer.ffn_norm, [&layer](const at::Tensor& h) { return layer.ffn(h); }});

@@ -1,5 +1,7 @@
 // The real server in-process on 127.0.0.1:0, driven by real gRPC clients: the happy paths,
 // health, reflection, every bad input with its status code, and the metrics scrape.
+#include "server/server.h"
+
 #include <google/protobuf/descriptor.h>
 #include <google/protobuf/dynamic_message.h>
 #include <grpcpp/generic/generic_stub.h>
@@ -11,7 +13,6 @@
 
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "normserve/v1/normserve.grpc.pb.h"
-#include "server/server.h"
 #include "tests/support/http_get.h"
 
 namespace normserve {
@@ -108,7 +109,8 @@ TEST_F(ServerTest, ScoresLanguageModelTexts) {
       sum += t.logprob();
     }
     EXPECT_NEAR(sum, r.total_logprob(), 1e-3);
-    EXPECT_NEAR(r.perplexity(), std::exp(-r.total_logprob() / r.tokens_size()), 1e-3 * r.perplexity());
+    EXPECT_NEAR(r.perplexity(), std::exp(-r.total_logprob() / r.tokens_size()),
+                1e-3 * r.perplexity());
   }
 }
 
@@ -189,8 +191,9 @@ TEST_F(ServerTest, ReflectionListsTheService) {
   ASSERT_TRUE(response.Dump(&slices).ok());
   std::string bytes;
   for (const auto& s : slices) bytes.append(reinterpret_cast<const char*>(s.begin()), s.size());
-  const auto* descriptor = google::protobuf::DescriptorPool::generated_pool()->FindMessageTypeByName(
-      "grpc.reflection.v1alpha.ServerReflectionResponse");
+  const auto* descriptor =
+      google::protobuf::DescriptorPool::generated_pool()->FindMessageTypeByName(
+          "grpc.reflection.v1alpha.ServerReflectionResponse");
   ASSERT_NE(descriptor, nullptr);
   google::protobuf::DynamicMessageFactory factory;
   std::unique_ptr<google::protobuf::Message> message(factory.GetPrototype(descriptor)->New());
@@ -235,9 +238,9 @@ TEST_F(ServerTest, BadTranslateInputsAreInvalidArgumentWithTheLimit) {
   ExpectStatus(Translate(with([](auto* o) { o->set_length_penalty(-1); }), &response), invalid,
                "length_penalty");
   ExpectStatus(Translate(with([](auto* o) {
-                 o->set_beam_size(2);
-                 o->set_n_best(3);
-               }),
+                           o->set_beam_size(2);
+                           o->set_n_best(3);
+                         }),
                          &response),
                invalid, "n_best");
   ExpectStatus(Translate(with([](auto* o) { o->set_max_length_a(-2); }), &response), invalid,
@@ -274,15 +277,18 @@ TEST_F(ServerTest, BadScoreInputsAreInvalidArgument) {
 TEST_F(ServerTest, MetricsShowRequestsWithModelAndNormLabels) {
   v1::TranslateResponse response;
   ASSERT_TRUE(Translate(TranslateOf({"Guten Abend"}), &response).ok());
-  const std::string metrics = testing::HttpGet(ServerEnvironment::server->metrics_port(), "/metrics");
+  const std::string metrics =
+      testing::HttpGet(ServerEnvironment::server->metrics_port(), "/metrics");
   for (const std::string expected :
        {"normserve_requests_total{code=\"OK\",model=\"deen\",norm=\"rmsnorm\",rpc=\"Translate\","
         "version=\"1\"}",
-        "normserve_request_duration_seconds_count{model=\"deen\",norm=\"rmsnorm\",rpc=\"Translate\"}",
+        "normserve_request_duration_seconds_count{model=\"deen\",norm=\"rmsnorm\",rpc="
+        "\"Translate\"}",
         "normserve_model_ready{model=\"deen\",norm=\"rmsnorm\",version=\"1\"} 1",
         "normserve_model_ready{model=\"enlm\",norm=\"layernorm\",version=\"1\"} 1",
         // A translation runs dozens of decoder forwards; one in 16 is timed.
-        "normserve_norm_duration_seconds_count{device=\"cpu\",dtype=\"float32\",norm=\"rmsnorm\"}"}) {
+        "normserve_norm_duration_seconds_count{device=\"cpu\",dtype=\"float32\",norm="
+        "\"rmsnorm\"}"}) {
     EXPECT_NE(metrics.find(expected), std::string::npos) << expected << "\n" << metrics;
   }
 }

@@ -30,7 +30,8 @@ const fs::path kBundled = NORMSERVE_SOURCE_DIR "/models/repository";
 class TempRepository {
  public:
   TempRepository() {
-    root_ = fs::temp_directory_path() / ("normserve-serving-" + std::to_string(std::random_device{}()));
+    root_ =
+        fs::temp_directory_path() / ("normserve-serving-" + std::to_string(std::random_device{}()));
     fs::create_directories(root_);
   }
   ~TempRepository() { fs::remove_all(root_); }
@@ -91,7 +92,8 @@ TEST(ServingCoreTest, HotReloadUnderLoadLosesNoRequestAndSwitchesVersion) {
     while (!stop) {
       grpc::ClientContext context;
       v1::TranslateResponse response;
-      const grpc::Status status = stub->Translate(&context, ShortTranslate("deen", "Guten Morgen"), &response);
+      const grpc::Status status =
+          stub->Translate(&context, ShortTranslate("deen", "Guten Morgen"), &response);
       std::lock_guard<std::mutex> lock(mutex);
       if (!status.ok()) {
         failures.push_back(status.error_message());
@@ -106,7 +108,8 @@ TEST(ServingCoreTest, HotReloadUnderLoadLosesNoRequestAndSwitchesVersion) {
   const fs::path v2 = repo.root() / "deen" / "2";
   fs::create_directories(v2);
   for (const auto& f : fs::directory_iterator(kBundled / "deen" / "1")) {
-    if (f.path().filename() != "model.safetensors") fs::copy_file(f.path(), v2 / f.path().filename());
+    if (f.path().filename() != "model.safetensors")
+      fs::copy_file(f.path(), v2 / f.path().filename());
   }
   std::ifstream weights(kBundled / "deen" / "1" / "model.safetensors", std::ios::binary);
   const std::string bytes((std::istreambuf_iterator<char>(weights)), {});
@@ -115,7 +118,8 @@ TEST(ServingCoreTest, HotReloadUnderLoadLosesNoRequestAndSwitchesVersion) {
     out.write(bytes.data(), static_cast<std::streamsize>(bytes.size() / 2));
     out.flush();
     std::this_thread::sleep_for(700ms);  // several polls see a half-written file
-    out.write(bytes.data() + bytes.size() / 2, static_cast<std::streamsize>(bytes.size() - bytes.size() / 2));
+    out.write(bytes.data() + bytes.size() / 2,
+              static_cast<std::streamsize>(bytes.size() - bytes.size() / 2));
   }
   const auto deadline = std::chrono::steady_clock::now() + 30s;
   bool switched = false;
@@ -157,7 +161,8 @@ TEST(ServingCoreTest, ACorruptNewVersionKeepsTheOldServingWithTheReasonInGetMode
   ASSERT_TRUE(stub->Translate(&translate_context, ShortTranslate("deen", "Hallo"), &response).ok());
   EXPECT_EQ(response.version(), 1);
   const std::string metrics = testing::HttpGet(server->metrics_port(), "/metrics");
-  EXPECT_NE(metrics.find("normserve_model_load_failures_total{model=\"deen\"} 1"), std::string::npos)
+  EXPECT_NE(metrics.find("normserve_model_load_failures_total{model=\"deen\"} 1"),
+            std::string::npos)
       << metrics;
 }
 
@@ -248,8 +253,10 @@ TEST(ServingCoreTest, AVariantGroupRoutesByWeightAndSaysWhichMemberServed) {
   EXPECT_EQ(norm_of["deen_rms"], "rmsnorm");
   EXPECT_EQ(norm_of["deen_ln"], "layernorm");
   const std::string metrics = testing::HttpGet(server->metrics_port(), "/metrics");
-  EXPECT_NE(metrics.find("model=\"deen_ln\",norm=\"layernorm\",rpc=\"Translate\""), std::string::npos);
-  EXPECT_NE(metrics.find("model=\"deen_rms\",norm=\"rmsnorm\",rpc=\"Translate\""), std::string::npos);
+  EXPECT_NE(metrics.find("model=\"deen_ln\",norm=\"layernorm\",rpc=\"Translate\""),
+            std::string::npos);
+  EXPECT_NE(metrics.find("model=\"deen_rms\",norm=\"rmsnorm\",rpc=\"Translate\""),
+            std::string::npos);
 }
 
 std::pair<std::string, std::string> GenerateText(v1::NormServe::Stub& stub, uint64_t seed,
@@ -307,8 +314,9 @@ TEST(ServingCoreTest, ConcurrentCallersEachGetTheirOwnAnswer) {
   repo.CopyVersion("enlm", "enlm", 1);
   auto server = StartServer(repo.root(), ModelControl::kNone);
   auto stub = Connect(*server);
-  const std::vector<std::string> texts = {"the house", "a big dog runs home", "good morning",
-                                          "it is not possible", "the cat", "one two three four five"};
+  const std::vector<std::string> texts = {"the house",    "a big dog runs home",
+                                          "good morning", "it is not possible",
+                                          "the cat",      "one two three four five"};
   const auto score = [&](const std::string& text) {
     grpc::ClientContext context;
     v1::ScoreRequest request;

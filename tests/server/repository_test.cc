@@ -23,7 +23,10 @@ namespace fs = std::filesystem;
 class FakeModel {
  public:
   FakeModel(std::string name, int64_t version, std::string dir, std::string content)
-      : name_(std::move(name)), version_(version), dir_(std::move(dir)), content_(std::move(content)) {}
+      : name_(std::move(name)),
+        version_(version),
+        dir_(std::move(dir)),
+        content_(std::move(content)) {}
   const std::string& name() const { return name_; }
   int64_t version() const { return version_; }
   const std::string& dir() const { return dir_; }

@@ -549,7 +549,8 @@ TEST_P(TinyModelTest, StopCallbackEndsOnlyThatSentence) {
 
   const std::vector<Hypothesis> greedy = GreedySearch(*m.model, memory, max_lengths);
   std::vector<int64_t> calls(batch, 0);
-  const std::vector<Hypothesis> cut = GreedySearch(*m.model, memory, max_lengths, 1.0, make_stop(calls));
+  const std::vector<Hypothesis> cut =
+      GreedySearch(*m.model, memory, max_lengths, 1.0, make_stop(calls));
   ASSERT_EQ(cut.size(), greedy.size());
   for (int64_t b = 0; b < batch; ++b) {
     if (b == stopped) {
