@@ -10,17 +10,12 @@
 #include "client/cli_args.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "normserve/v1/normserve.grpc.pb.h"
+#include "proto/status_names.h"
 
 namespace normserve::cli {
 namespace {
 
 namespace v1 = normserve::v1;
-
-constexpr const char* kCodeNames[] = {
-    "OK",        "CANCELLED",      "UNKNOWN",           "INVALID_ARGUMENT",   "DEADLINE_EXCEEDED",
-    "NOT_FOUND", "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION",
-    "ABORTED",   "OUT_OF_RANGE",   "UNIMPLEMENTED",     "INTERNAL",           "UNAVAILABLE",
-    "DATA_LOSS", "UNAUTHENTICATED"};
 
 class UsageError : public std::invalid_argument {
  public:
@@ -28,9 +23,8 @@ class UsageError : public std::invalid_argument {
 };
 
 int Fail(const grpc::Status& status) {
-  const int code = status.error_code();
-  std::cerr << "error: " << (code >= 0 && code <= 16 ? kCodeNames[code] : "UNKNOWN") << ": "
-            << status.error_message() << "\n";
+  std::cerr << "error: " << StatusCodeName(status.error_code()) << ": " << status.error_message()
+            << "\n";
   return 1;
 }
 

@@ -2,7 +2,7 @@
 
 #include "models/errors.h"
 #include "server/metrics.h"
-#include "server/status_names.h"
+#include "proto/status_names.h"
 
 namespace normserve {
 

@@ -15,6 +15,7 @@
 #include "client/bench/stats.h"
 #include "client/bench/texts.h"
 #include "normserve/v1/normserve.grpc.pb.h"
+#include "proto/status_names.h"
 
 namespace normserve::bench {
 namespace {

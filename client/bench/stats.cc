@@ -4,6 +4,8 @@
 #include <cmath>
 #include <numeric>
 
+#include "proto/status_names.h"
+
 namespace normserve::bench {
 
 double Percentile(const std::vector<double>& sorted, double p) {
@@ -14,27 +16,6 @@ double Percentile(const std::vector<double>& sorted, double p) {
   double rank = std::ceil(p / 100.0 * n - 1e-9);
   rank = std::clamp(rank, 1.0, n);
   return sorted[static_cast<size_t>(rank) - 1];
-}
-
-const char* StatusCodeName(int code) {
-  static constexpr const char* kNames[] = {"OK",
-                                           "CANCELLED",
-                                           "UNKNOWN",
-                                           "INVALID_ARGUMENT",
-                                           "DEADLINE_EXCEEDED",
-                                           "NOT_FOUND",
-                                           "ALREADY_EXISTS",
-                                           "PERMISSION_DENIED",
-                                           "RESOURCE_EXHAUSTED",
-                                           "FAILED_PRECONDITION",
-                                           "ABORTED",
-                                           "OUT_OF_RANGE",
-                                           "UNIMPLEMENTED",
-                                           "INTERNAL",
-                                           "UNAVAILABLE",
-                                           "DATA_LOSS",
-                                           "UNAUTHENTICATED"};
-  return code >= 0 && code <= 16 ? kNames[code] : "UNKNOWN";
 }
 
 void StepStats::Record(int code, double latency_ms, int64_t response_tokens) {

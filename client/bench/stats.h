@@ -14,9 +14,6 @@ namespace normserve::bench {
 // sorted[0] for p = 0. p is in [0, 100]; an empty vector gives 0.
 double Percentile(const std::vector<double>& sorted, double p);
 
-// "OK", "RESOURCE_EXHAUSTED", ...; "UNKNOWN" for codes outside 0..16.
-const char* StatusCodeName(int code);
-
 // What one step measured. Only OK responses add latencies and tokens.
 struct StepStats {
   int concurrency = 0;  // closed loop: the number of workers; 0 in rate mode

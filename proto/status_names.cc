@@ -1,8 +1,8 @@
-#include "server/status_names.h"
+#include "proto/status_names.h"
 
 namespace normserve {
 
-const char* StatusCodeName(grpc::StatusCode code) {
+const char* StatusCodeName(int code) {
   static constexpr const char* kNames[] = {"OK",
                                            "CANCELLED",
                                            "UNKNOWN",
@@ -20,8 +20,7 @@ const char* StatusCodeName(grpc::StatusCode code) {
                                            "UNAVAILABLE",
                                            "DATA_LOSS",
                                            "UNAUTHENTICATED"};
-  const int index = static_cast<int>(code);
-  return index >= 0 && index < 17 ? kNames[index] : "UNKNOWN";
+  return code >= 0 && code < 17 ? kNames[code] : "UNKNOWN";
 }
 
 }  // namespace normserve
