@@ -144,7 +144,7 @@ TempDir* ExportTest::dir_ = nullptr;
 Tokenizer* ExportTest::tokenizer_ = nullptr;
 
 TEST_P(ExportTest, InferenceTransformerGivesTheTrainersLogits) {
-  NORMSERVE_TRAIN_TEST_SEED(seed);
+  NORMSERVE_TEST_SEED(seed);
   TempDir out;
   const ModelConfig config = Prepare(GetParam().config, out.path());
   TrainTransformer model(config, ModelTrainingOptions{}, seed);
@@ -200,7 +200,7 @@ TEST_P(ExportTest, InferenceTransformerGivesTheTrainersLogits) {
 }
 
 TEST_P(ExportTest, Fp16ExportScoresLikeTheRoundedWeights) {
-  NORMSERVE_TRAIN_TEST_SEED(seed);
+  NORMSERVE_TEST_SEED(seed);
   TempDir out;
   const ModelConfig config = Prepare(GetParam().config, out.path());
   TrainTransformer model(config, ModelTrainingOptions{}, seed);

@@ -50,7 +50,7 @@ std::vector<GradCase> Cases() {
 class NormGradientTest : public ::testing::TestWithParam<GradCase> {};
 
 TEST_P(NormGradientTest, MatchesFiniteDifferences) {
-  NORMSERVE_TRAIN_TEST_SEED(seed);
+  NORMSERVE_TEST_SEED(seed);
   const GradCase& c = GetParam();
   auto gen = at::make_generator<at::CPUGeneratorImpl>(seed);
   const auto opts = at::TensorOptions().dtype(at::kDouble);
@@ -120,7 +120,7 @@ TEST(NormGradientTest, BatchNormStatisticsSkipPadding) {
 }
 
 TEST(NormGradientTest, GroupScalingMatchesFiniteDifferences) {
-  NORMSERVE_TRAIN_TEST_SEED(seed);
+  NORMSERVE_TEST_SEED(seed);
   auto gen = at::make_generator<at::CPUGeneratorImpl>(seed);
   const auto opts = at::TensorOptions().dtype(at::kDouble);
   at::Tensor x = at::randn({3, 8}, gen, opts).requires_grad_(true);

@@ -107,7 +107,7 @@ void ExpectNear(const std::vector<double>& a, const std::vector<double>& b, doub
 class PowerNormBackwardTest : public ::testing::TestWithParam<int64_t> {};
 
 TEST_P(PowerNormBackwardTest, EqualsTheFormula) {
-  NORMSERVE_TRAIN_TEST_SEED(seed);
+  NORMSERVE_TEST_SEED(seed);
   const int64_t iteration = GetParam();
   const int64_t warmup = 3;
   const double eps = 1e-5, a_f = 0.9, a_b = 0.8;
@@ -141,7 +141,7 @@ TEST_P(PowerNormBackwardTest, EqualsTheFormula) {
 INSTANTIATE_TEST_SUITE_P(WarmupAndAfter, PowerNormBackwardTest, ::testing::Values(1, 3, 4, 9));
 
 TEST(PowerNormRunningPhiTest, CumulativeInWarmupThenExponential) {
-  NORMSERVE_TRAIN_TEST_SEED(seed);
+  NORMSERVE_TEST_SEED(seed);
   auto gen = at::make_generator<at::CPUGeneratorImpl>(seed);
   const auto opts = at::TensorOptions().dtype(at::kDouble);
   const int64_t ch = 3, warmup = 4;
@@ -191,7 +191,7 @@ TEST(PowerNormRunningPhiTest, PaddingDoesNotEnterTheStatistic) {
 }
 
 TEST(GroupScaleTest, DividesEachGroupByItsRootMeanSquare) {
-  NORMSERVE_TRAIN_TEST_SEED(seed);
+  NORMSERVE_TEST_SEED(seed);
   auto gen = at::make_generator<at::CPUGeneratorImpl>(seed);
   const at::Tensor x = at::randn({2, 3, 8}, gen, at::TensorOptions().dtype(at::kDouble));
   const double eps = 1e-5;
@@ -213,7 +213,7 @@ TEST(GroupScaleTest, DividesEachGroupByItsRootMeanSquare) {
 }
 
 TEST(PowerNormModuleTest, TrainingRunsGroupScalingThenThePowerFunction) {
-  NORMSERVE_TRAIN_TEST_SEED(seed);
+  NORMSERVE_TEST_SEED(seed);
   auto gen = at::make_generator<at::CPUGeneratorImpl>(seed);
   const auto opts = at::TensorOptions().dtype(at::kDouble);
   NormConfig config;

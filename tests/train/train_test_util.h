@@ -1,75 +1,21 @@
-// Helpers of the trainer tests: fresh seeds that failures print, temporary directories, tiny
-// synthetic corpora and configs.
+// Helpers of the trainer tests: tiny synthetic corpora and configs, plus the unit suites' seeds
+// (NORMSERVE_TEST_SEED), temporary directories and file helpers.
 #pragma once
 
-#include <gtest/gtest.h>
-#include <unistd.h>
-
 #include <cstdint>
-#include <cstdlib>
-#include <filesystem>
-#include <fstream>
 #include <nlohmann/json.hpp>
 #include <random>
-#include <sstream>
 #include <string>
 #include <utility>
 #include <vector>
 
+#include "tests/unit/test_util.h"
+
 namespace normserve::train::testing {
 
-// A fresh seed per call, or NORMSERVE_TEST_SEED when set (to replay a failure).
-inline uint64_t TestSeed() {
-  if (const char* env = std::getenv("NORMSERVE_TEST_SEED")) return std::stoull(env);
-  std::random_device device;
-  return (static_cast<uint64_t>(device()) << 32) ^ device();
-}
-
-#define NORMSERVE_TRAIN_TEST_SEED(var)                          \
-  const uint64_t var = ::normserve::train::testing::TestSeed(); \
-  SCOPED_TRACE("random seed " + std::to_string(var) +           \
-               " (replay with NORMSERVE_TEST_SEED=" + std::to_string(var) + ")")
-
-class TempDir {
- public:
-  TempDir() {
-    std::random_device device;
-    const auto base = std::filesystem::temp_directory_path();
-    for (int attempt = 0; attempt < 100; ++attempt) {
-      const auto candidate =
-          base / ("normserve_train_" + std::to_string(::getpid()) + "_" + std::to_string(device()));
-      if (std::filesystem::create_directory(candidate)) {
-        path_ = candidate.string();
-        return;
-      }
-    }
-    throw std::runtime_error("cannot create a temporary directory under " + base.string());
-  }
-  ~TempDir() {
-    std::error_code ignored;
-    std::filesystem::remove_all(path_, ignored);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  const std::string& path() const { return path_; }
-  std::string File(const std::string& name) const { return path_ + "/" + name; }
-
- private:
-  std::string path_;
-};
-
-inline void WriteTextFile(const std::string& path, const std::string& text) {
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  out << text;
-  if (!out.flush()) throw std::runtime_error("cannot write " + path);
-}
-
-inline std::string ReadTextFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
+using ::normserve::testing::ReadTextFile;
+using ::normserve::testing::TempDir;
+using ::normserve::testing::WriteTextFile;
 
 // A word-for-word "translation" task: German sentences of 2..6 words from a 16-word
 // vocabulary and their English word-by-word renderings (same order), one per line.

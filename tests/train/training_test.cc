@@ -210,7 +210,7 @@ TEST(CheckpointTest, AveragingTakesTheMeanAndExportsIt) {
 }
 
 TEST(BatchingTest, BatchesRespectTheTokenBudgetAndCoverEverySentenceOnce) {
-  NORMSERVE_TRAIN_TEST_SEED(seed);
+  NORMSERVE_TEST_SEED(seed);
   Corpus c;
   std::mt19937_64 rng(seed);
   std::uniform_int_distribution<int> len(1, 30);
@@ -271,7 +271,7 @@ TEST(OptimizerTest, ClippingAndAdamStep) {
 }
 
 TEST(LossTest, LabelSmoothingFollowsFairseq) {
-  NORMSERVE_TRAIN_TEST_SEED(seed);
+  NORMSERVE_TEST_SEED(seed);
   auto gen = at::make_generator<at::CPUGeneratorImpl>(seed);
   const at::Tensor logits = at::randn({1, 3, 5}, gen, at::TensorOptions().dtype(at::kDouble));
   const at::Tensor target = at::tensor({4L, 2L, 1L}).view({1, 3});  // the last is padding
