@@ -1,6 +1,8 @@
-"""Starts the real normserved on loopback with free ports and stops it: shared by the e2e tests."""
+"""Starts the real normserved on loopback with free ports and stops it: shared by the e2e tests
+and by scripts/evaluate-models.py."""
 import re
 import subprocess
+import threading
 import time
 
 STARTUP_SECS = 60
@@ -25,9 +27,16 @@ class NormservedProcess:
             if match:
                 self.grpc_port, self.metrics_port = int(match.group(1)), int(match.group(2))
                 self.target = f"127.0.0.1:{self.grpc_port}"
+                # Keep reading the log: a full pipe would block the server on its next line.
+                self.log = log
+                threading.Thread(target=self._drain_log, daemon=True).start()
                 return
         self.stop()
         raise RuntimeError("normserved did not start:\n" + "".join(log))
+
+    def _drain_log(self):
+        for line in self.process.stderr:
+            self.log.append(line)
 
     def stop(self):
         if self.process.poll() is None:
