@@ -161,6 +161,14 @@ def render(results):
         "The papers, on their full-scale tasks:", paper_table(PAPER_LM_HEADER, PAPER_LM)])
 
 
+def replace_tables(report_text, tables):
+    """report_text with the block between the markers replaced by tables."""
+    if BEGIN not in report_text or END not in report_text:
+        raise ValueError(f"the report has no {BEGIN} ... {END} block")
+    return re.sub(re.escape(BEGIN) + ".*?" + re.escape(END),
+                  lambda _: f"{BEGIN}\n{tables}\n{END}", report_text, flags=re.S)
+
+
 def cpu_model():
     with open("/proc/cpuinfo") as cpuinfo:
         for line in cpuinfo:
@@ -176,12 +184,7 @@ def main():
     parser.add_argument("--host", default="vm")
     args = parser.parse_args()
     results = load(args.runs / "eval")
-    report = args.out.read_text()
-    if BEGIN not in report or END not in report:
-        raise SystemExit(f"{args.out} has no {BEGIN} ... {END} block")
-    tables = f"{BEGIN}\n{render(results)}\n{END}"
-    args.out.write_text(re.sub(re.escape(BEGIN) + ".*?" + re.escape(END), lambda _: tables,
-                               report, flags=re.S))
+    args.out.write_text(replace_tables(args.out.read_text(), render(results)))
     machine = {"host": args.host, "cpu": cpu_model(),
                "cores": os.cpu_count()}
     raw = pathlib.Path("results") / f"reproduction-{args.host}.json"
