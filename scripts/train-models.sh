@@ -19,9 +19,20 @@ mt_data=(--train-source data/deen/train.de --train-target data/deen/train.en
 lm_data=(--train-text data/enlm/train.txt --valid-text data/enlm/valid.txt)
 common=(--threads 1 --seed 1 --no-progress --dropout 0.1 --label-smoothing 0.1 --clip 1.0)
 
+# The Ding dictionary and Python's venv (for sacrebleu) come from Debian.
+debian_packages() {
+  local missing=()
+  [ -f /usr/share/trans/de-en ] || missing+=(trans-de-en)
+  python3 -c "import ensurepip, venv" 2>/dev/null || missing+=(python3-venv)
+  [ ${#missing[@]} -eq 0 ] && return
+  [ "$(id -u)" -eq 0 ] || sudo=sudo
+  ${sudo:-} apt-get install -y -qq "${missing[@]}" >/dev/null
+}
+
 # Tokenizers are trained once on the training splits and shared by every run, so that
 # perplexities and token rates compare like with like.
 tokenizers() {
+  debian_packages
   [ -f data/deen/train.de ] || python3 scripts/prepare-data.py
   "$build/models/normserve-model" init --config models/configs/deen-demo.json \
     --out "$runs/tokenizers/deen" --source-text data/deen/train.de \
@@ -90,6 +101,7 @@ compare() {
 
 # sacrebleu comes from PyPI into a virtual environment under $runs.
 evaluate() {
+  debian_packages
   if [ ! -x "$runs/venv/bin/python" ]; then
     python3 -m venv "$runs/venv"
     "$runs/venv/bin/pip" install -q sacrebleu==2.6.0
