@@ -143,7 +143,34 @@ def curves(results, prefix):
     return "\n".join(rows)
 
 
-def render(results):
+def load_other_seeds(runs):
+    """{run name: {seed: exported model's validation perplexity}} of RUNS/compare-seed<N>."""
+    seeds = {}
+    for log in sorted(runs.glob("compare-seed*/*/train.log")):
+        if "final model" in log.read_text():
+            seed = int(log.parent.parent.name[len("compare-seed"):])
+            seeds.setdefault(log.parent.name, {})[seed] = train_stats(log.parent)["valid_ppl"]
+    return seeds
+
+
+def seeds_table(results, other_seeds, prefix):
+    runs = [n for n in NORMS if prefix + n in other_seeds and prefix + n in results]
+    if not runs:
+        return "(no second-seed runs)"
+    seeds = sorted({s for n in runs for s in other_seeds[prefix + n]})
+    rows = ["| norm | seed 1 | " + " | ".join(f"seed {s}" for s in seeds) + " | spread |",
+            "| --- |" + " --- |" * (len(seeds) + 2)]
+    for norm in runs:
+        ppl = [results[prefix + norm]["train"]["valid_ppl"]] + [
+            other_seeds[prefix + norm].get(s) for s in seeds]
+        known = [p for p in ppl if p is not None]
+        spread = 100 * (max(known) / min(known) - 1)
+        rows.append(f"| {LABELS[norm]} | " + " | ".join(
+            f"{p:.2f}" if p is not None else "-" for p in ppl) + f" | {spread:.1f}% |")
+    return "\n".join(rows)
+
+
+def render(results, other_seeds):
     mt_quality = lambda r: f"{r['test']['bleu']:.2f} / {r['test']['chrf']:.2f}"  # noqa: E731
     lm_quality = lambda r: f"{r['test']['test_ppl']:.2f}"  # noqa: E731
     signature = next((r["test"]["sacrebleu"] for r in results.values() if "sacrebleu" in r["test"]),
@@ -158,6 +185,8 @@ def render(results):
         "### English LM (English side of Ding, test split)",
         table(results, "lm-", "test ppl", lm_quality),
         "Validation perplexity during training:", curves(results, "lm-"),
+        "Exported model's validation perplexity with another seed (initialization, batch order "
+        "and dropout), same recipe:", seeds_table(results, other_seeds, "lm-"),
         "The papers, on their full-scale tasks:", paper_table(PAPER_LM_HEADER, PAPER_LM)])
 
 
@@ -184,11 +213,13 @@ def main():
     parser.add_argument("--host", default="vm")
     args = parser.parse_args()
     results = load(args.runs / "eval")
-    args.out.write_text(replace_tables(args.out.read_text(), render(results)))
+    other_seeds = load_other_seeds(args.runs)
+    args.out.write_text(replace_tables(args.out.read_text(), render(results, other_seeds)))
     machine = {"host": args.host, "cpu": cpu_model(),
                "cores": os.cpu_count()}
     raw = pathlib.Path("results") / f"reproduction-{args.host}.json"
-    raw.write_text(json.dumps({"machine": machine, "models": results}, indent=2) + "\n")
+    raw.write_text(json.dumps({"machine": machine, "models": results,
+                               "valid_ppl_other_seeds": other_seeds}, indent=2) + "\n")
     print(f"wrote {args.out} and {raw}")
 
 

@@ -82,7 +82,14 @@ class RenderTest(unittest.TestCase):
             rms_log = ln_log.replace("1h00m", "50m00s").replace("layernorm", "rmsnorm")
             write_run(root, "lm-layernorm", ln_log, lm_eval(193.13, 581.5, 37.6))
             write_run(root, "lm-rmsnorm", rms_log, lm_eval(195.72, 663.4, 30.0))
-            tables = report.render(report.load(root / "runs" / "eval"))
+            seed2 = root / "runs" / "compare-seed2" / "lm-layernorm"
+            seed2.mkdir(parents=True)
+            (seed2 / "train.log").write_text(ln_log.replace("ppl 200.50", "ppl 210.55"))
+            other_seeds = report.load_other_seeds(root / "runs")
+            tables = report.render(report.load(root / "runs" / "eval"), other_seeds)
+        self.assertEqual(other_seeds, {"lm-layernorm": {2: 210.55}})
+        # 210.55 / 200.50 - 1 = 5.0%; RMSNorm has no second seed.
+        self.assertIn("| LayerNorm | 200.50 | 210.55 | 5.0% |", tables)
         doc = report.replace_tables(f"intro\n{report.BEGIN}\nold\n{report.END}\noutro\n", tables)
         self.assertEqual(doc, f"intro\n{report.BEGIN}\n{tables}\n{report.END}\noutro\n")
         with self.assertRaises(ValueError):
