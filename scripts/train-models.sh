@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The recipe of the bundled models and of the norm comparison in docs/reproduction.md.
 #
-#   scripts/train-models.sh [all|tokenizers|bundled|compare|evaluate|report]   (default: all)
+#   scripts/train-models.sh [all|tokenizers|bundled|compare|seeds|evaluate|report]   (default: all)
 #
 # all = tokenizers, then two lanes side by side with one thread each (the bundled models; the
 # comparison runs), then evaluate and report. On the 2-core VM it took the wall time that
@@ -17,7 +17,7 @@ norms=(layernorm batchnorm powernorm rmsnorm prmsnorm)
 mt_data=(--train-source data/deen/train.de --train-target data/deen/train.en
   --valid-source data/deen/valid.de --valid-target data/deen/valid.en)
 lm_data=(--train-text data/enlm/train.txt --valid-text data/enlm/valid.txt)
-common=(--threads 1 --seed 1 --no-progress --dropout 0.1 --label-smoothing 0.1 --clip 1.0)
+common=(--threads 1 --no-progress --dropout 0.1 --label-smoothing 0.1 --clip 1.0)
 
 # The Ding dictionary and Python's venv (for sacrebleu) come from Debian.
 debian_packages() {
@@ -81,22 +81,32 @@ EOF
 }
 
 # Same recipe and budget for every norm: 600 updates of <= 1536 tokens, warm-up 150.
-# Usage: compare_task TASK BASE_CONFIG ENCODER_ONLY DATA_AND_TOKENIZER_FLAGS...
+# Usage: [variants="NORM..."] compare_task TASK BASE_CONFIG ENCODER_ONLY SEED FLAGS...
+# Seed 1 goes to $runs/compare, another seed to $runs/compare-seed<N>.
 compare_task() {
-  local task=$1 base=$2 encoder_only=$3 norm out
-  shift 3
-  for norm in "${norms[@]}"; do
-    out="$runs/compare/$task-$norm"
+  local task=$1 base=$2 encoder_only=$3 seed=$4 dir=$runs/compare norm out
+  shift 4
+  [ "$seed" = 1 ] || dir=$runs/compare-seed$seed
+  for norm in ${variants:-${norms[*]}}; do
+    out="$dir/$task-$norm"
     mkdir -p "$out"
     variant_config "$base" "$norm" "$encoder_only" >"$out.json"
-    "$train" --config "$out.json" --out "$out" "$@" "${common[@]}" --max-tokens 1536 \
-      --steps 600 --warmup 150 --lr 1.5e-3 --save-every 100 --validate-every 100 --average-last 2
+    "$train" --config "$out.json" --out "$out" "$@" "${common[@]}" --seed "$seed" \
+      --max-tokens 1536 --steps 600 --warmup 150 --lr 1.5e-3 --save-every 100 \
+      --validate-every 100 --average-last 2
   done
 }
 
 compare() {
-  compare_task mt models/configs/deen-demo.json 1 "${mt_data[@]}" "${mt_spm[@]}"
-  compare_task lm models/configs/enlm-demo.json 0 "${lm_data[@]}" "${lm_spm[@]}"
+  compare_task mt models/configs/deen-demo.json 1 1 "${mt_data[@]}" "${mt_spm[@]}"
+  compare_task lm models/configs/enlm-demo.json 0 1 "${lm_data[@]}" "${lm_spm[@]}"
+}
+
+# A second seed for three LM variants: the seed-to-seed spread that the report sets beside
+# the differences between variants.
+seeds() {
+  variants="layernorm rmsnorm powernorm" compare_task lm models/configs/enlm-demo.json 0 2 \
+    "${lm_data[@]}" "${lm_spm[@]}"
 }
 
 # sacrebleu comes from PyPI into a virtual environment under $runs.
@@ -118,14 +128,15 @@ case "$stage" in
     bundled >"$runs/bundled.out" 2>&1 &
     bundled_pid=$!
     compare >"$runs/compare.out" 2>&1
+    seeds >"$runs/seeds.out" 2>&1
     wait $bundled_pid
     evaluate
     report
     echo "recipe wall time: $(($(date +%s) - start)) s"
     ;;
-  tokenizers | bundled | compare | evaluate | report) "$stage" ;;
+  tokenizers | bundled | compare | seeds | evaluate | report) "$stage" ;;
   *)
-    echo "usage: $0 [all|tokenizers|bundled|compare|evaluate|report]" >&2
+    echo "usage: $0 [all|tokenizers|bundled|compare|seeds|evaluate|report]" >&2
     exit 2
     ;;
 esac
