@@ -8,16 +8,16 @@ Usage: serve_e2e_test.py NORMSERVE_TRAIN NORMSERVED NORMSERVE
 import json
 import os
 import random
-import re
 import shutil
 import subprocess
 import sys
 import tempfile
-import time
 import unittest
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "e2e"))
+from normserved_process import NormservedProcess  # noqa: E402
+
 TRAIN, NORMSERVED, NORMSERVE = sys.argv[1:4]
-STARTUP_SECS = 60
 WORDS = [("das", "the"), ("Haus", "house"), ("ist", "is"), ("klein", "small"), ("groß", "big"),
          ("wir", "we"), ("gehen", "go"), ("heute", "today"), ("Katze", "cat"), ("Hund", "dog"),
          ("sieht", "sees"), ("Fluss", "river"), ("Stadt", "city"), ("grün", "green")]
@@ -75,30 +75,14 @@ class TrainedModelServed(unittest.TestCase):
                     shutil.copy(os.path.join(out, f), version)
             with open(score_out, encoding="utf-8") as f:
                 cls.scores[name] = [json.loads(line) for line in f]
-        cls.server = subprocess.Popen(
-            [NORMSERVED, "--model-repository", cls.repo, "--grpc-address", "127.0.0.1:0",
-             "--metrics-address", "127.0.0.1:0", "--threads", "1"],
-            stderr=subprocess.PIPE, text=True)
-        log = []
-        deadline = time.monotonic() + STARTUP_SECS
-        while time.monotonic() < deadline:
-            line = cls.server.stderr.readline()
-            if not line:
-                break
-            log.append(line)
-            match = re.search(r"gRPC on port (\d+)", line)
-            if match:
-                cls.port = int(match.group(1))
-                return
-        cls.server.kill()
-        raise RuntimeError("normserved did not start:\n" + "".join(log))
+        cls.server = NormservedProcess(NORMSERVED, cls.repo, "--threads", "1")
+        cls.port = cls.server.grpc_port
 
     @classmethod
     def tearDownClass(cls):
         server = getattr(cls, "server", None)
-        if server is not None and server.poll() is None:
-            server.kill()
-            server.wait()
+        if server is not None:
+            server.stop()
         shutil.rmtree(cls.tmp, ignore_errors=True)
 
     def score(self, model, stdin):
