@@ -26,7 +26,8 @@ constexpr char kUsage[] =
          [--weight-decay X] [--adam-betas B1,B2] [--adam-eps X]
          [--powernorm-warmup N] [--powernorm-alpha-fwd X] [--powernorm-alpha-bwd X]
          [--save-every N] [--validate-every N] [--log-every N] [--average-last N]
-         [--keep-last N] [--resume CKPT|last] [--fp16] [--threads N] [--seed N]
+         [--keep-last N] [--resume CKPT|last] [--init-from CKPT] [--fp16] [--threads N]
+         [--seed N]
          [--vocab-size N] [--source-spm F] [--target-spm F] [--spm F]
          [--checkpoint-dir DIR] [--log-file F] [--no-progress]
          [--score-out F] [--score-sentences N]
@@ -47,9 +48,12 @@ Tokenizers: --source-spm/--target-spm (--spm for an LM) use existing SentencePie
 otherwise they are trained on the training files with --vocab-size pieces.
 Checkpoints go to DIR/checkpoints (checkpoint_<step>.safetensors; --resume last picks the
 newest), the log to DIR/train.log. SIGINT/SIGTERM stop after the current update and save a
-checkpoint. --average-last N exports the mean of the last N checkpoints; --fp16 stores the
-weights as F16. After exporting, the model is loaded back as the server loads it and its
-log-probabilities are compared with the trainer's (the run fails on a mismatch).
+checkpoint. --init-from CKPT starts from the weights of another run's checkpoint (same config
+and tokenizers) with a fresh optimizer, schedule and data order: fine-tuning on other data.
+A run started with --init-from resumes from its own checkpoints. --average-last N exports
+the mean of the last N checkpoints; --fp16 stores the weights as F16. After exporting, the
+model is loaded back as the server loads it and its log-probabilities are compared with the
+trainer's (the run fails on a mismatch).
 --score-out F writes the first --score-sentences (default 8) validation texts with the
 exported model's per-token log-probabilities as JSON lines.
 Unless they are set, normserve-train restarts itself once with OMP_NUM_THREADS=<threads> (BLIS
@@ -157,6 +161,7 @@ int main(int argc, char** argv) {
          [&](const std::string& v) { o.average_last = ParseInt("--average-last", v); }},
         {"--keep-last", [&](const std::string& v) { o.keep_last = ParseInt("--keep-last", v); }},
         {"--resume", [&](const std::string& v) { o.resume = v; }},
+        {"--init-from", [&](const std::string& v) { o.init_from = v; }},
         {"--threads",
          [&](const std::string& v) { o.threads = static_cast<int>(ParseInt("--threads", v)); }},
         {"--seed",

@@ -318,10 +318,13 @@ TrainSummary Trainer::Run() {
                                   "(e.g. eps_placement on a layernorm); remove it");
     }
   }
-  if (resuming && state.value("config", "") != config_text) {
-    throw std::invalid_argument(resume_path + " was trained with another config:\n" +
-                                state.value("config", "") + "this run's:\n" + config_text);
-  }
+  const auto require_same_config = [&](const std::string& path, const json& saved) {
+    if (saved.value("config", "") != config_text) {
+      throw std::invalid_argument(path + " was trained with another config:\n" +
+                                  saved.value("config", "") + "this run's:\n" + config_text);
+    }
+  };
+  if (resuming) require_same_config(resume_path, state);
   const SpecialTokens& special = config.special;
 
   // ---- Data ------------------------------------------------------------------------------
@@ -381,6 +384,14 @@ TrainSummary Trainer::Run() {
     resumed = Checkpoint();
     log.Line("resumed at step " + std::to_string(step) + " (epoch " + std::to_string(epoch) +
              ", batch " + std::to_string(position) + ")");
+  } else if (!o.init_from.empty()) {
+    const Checkpoint init = LoadCheckpoint(o.init_from);
+    const json init_state = json::parse(init.state_json);
+    require_same_config(o.init_from, init_state);
+    model.LoadState(init.model);
+    log.Line("initialized from " + o.init_from + " (step " +
+             std::to_string(init_state.value("step", int64_t{0})) +
+             "); optimizer, schedule and data order start afresh");
   }
 
   TrainSummary summary;

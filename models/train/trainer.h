@@ -49,8 +49,11 @@ struct TrainerOptions {
   int64_t average_last = 1;  // export the mean of the last N checkpoints
   int64_t keep_last = 5;     // checkpoints kept on disk (at least average_last)
   std::string resume;        // a checkpoint to continue from, or "last"
-  bool fp16 = false;         // model.safetensors in F16
-  int threads = 0;           // ATen intra-op threads; 0 = all cores
+  // A checkpoint whose weights (and norm statistics) start a new run: fine-tuning on other
+  // data with a fresh optimizer, schedule and data order. Ignored when resuming.
+  std::string init_from;
+  bool fp16 = false;  // model.safetensors in F16
+  int threads = 0;    // ATen intra-op threads; 0 = all cores
   uint64_t seed = 1;
   bool progress = true;  // the updating progress line on stderr
 

@@ -1,7 +1,8 @@
 // The trainer end to end on tiny data: the loss falls under a stated threshold within a stated
 // number of updates (seconds on 2 cores), for MT and for an LM with every norm variant; a run
-// resumed from a checkpoint ends bit-identical to an uninterrupted one; checkpoint averaging;
-// and the pieces: batching, epoch order, the schedule, clipping, the label-smoothed loss.
+// resumed from a checkpoint ends bit-identical to an uninterrupted one; a run started from
+// another run's checkpoint (--init-from); checkpoint averaging; and the pieces: batching,
+// epoch order, the schedule, clipping, the label-smoothed loss.
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
 #include <gtest/gtest.h>
@@ -181,6 +182,60 @@ TEST(ResumeTest, AnotherConfigIsRefused) {
       TinyOptions(dir, testing::TinyConfig(true, {{"default", {{"type", "rmsnorm"}}}}), "a");
   b.resume = "last";
   b.steps = 4;
+  EXPECT_THROW(Trainer(b).Run(), std::invalid_argument);
+}
+
+// --init-from takes the weights (norm statistics included) and nothing else: the new run
+// counts its own steps, and an update at a negligible learning rate leaves the weights as
+// they were in the checkpoint, not as a fresh initialization would have them.
+TEST(InitFromTest, StartsFromTheCheckpointWeightsWithAFreshSchedule) {
+  TempDir dir;
+  WriteTinyData(dir, 16);
+  const json config = testing::TinyConfig(
+      true, {{"default", {{"type", "layernorm"}}}, {"decoder_ffn", {{"type", "batchnorm"}}}});
+  TrainerOptions a = TinyOptions(dir, config, "a");
+  a.steps = 20;
+  a.save_every = 20;
+  Trainer(a).Run();
+  const std::string base = CheckpointPath(dir.File("a/checkpoints"), 20);
+
+  TrainerOptions b = TinyOptions(dir, config, "b");
+  b.init_from = base;
+  b.source_spm = dir.File("a/source.spm");
+  b.target_spm = dir.File("a/target.spm");
+  b.seed = 9;  // another initialization and data order than a's
+  b.steps = 1;
+  b.save_every = 1;
+  b.warmup = 0;
+  b.lr = 1e-12;
+  EXPECT_EQ(Trainer(b).Run().steps, 1);
+
+  const Checkpoint ca = LoadCheckpoint(base);
+  const Checkpoint cb = LoadCheckpoint(CheckpointPath(dir.File("b/checkpoints"), 1));
+  EXPECT_EQ(json::parse(cb.state_json)["adam_steps"], 1);
+  bool saw_running_stats = false;
+  for (const auto& [name, t] : ca.model) {
+    saw_running_stats = saw_running_stats || name.find("running") != std::string::npos;
+    ASSERT_TRUE(cb.model.count(name)) << name;
+    if (name.find("running") != std::string::npos) continue;  // updated by b's forward pass
+    EXPECT_TRUE(at::allclose(t, cb.model.at(name), 0, 1e-6)) << name;
+  }
+  EXPECT_TRUE(saw_running_stats);
+}
+
+TEST(InitFromTest, AnotherConfigIsRefused) {
+  TempDir dir;
+  WriteTinyData(dir, 17);
+  TrainerOptions a = TinyOptions(dir, testing::TinyConfig(true, LayerNorm()), "a");
+  a.steps = 2;
+  a.save_every = 2;
+  Trainer(a).Run();
+  TrainerOptions b =
+      TinyOptions(dir, testing::TinyConfig(true, {{"default", {{"type", "rmsnorm"}}}}), "b");
+  b.init_from = CheckpointPath(dir.File("a/checkpoints"), 2);
+  b.source_spm = dir.File("a/source.spm");
+  b.target_spm = dir.File("a/target.spm");
+  b.steps = 2;
   EXPECT_THROW(Trainer(b).Run(), std::invalid_argument);
 }
 
