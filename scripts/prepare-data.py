@@ -10,11 +10,18 @@ the first synonym of each side with its annotations removed.
 
 EN LM: the English side of the same dictionary, every synonym of every sub-entry as one text.
 
+DE->EN phrase-weighted fine-tuning set (train-phrases): the training pairs with 2+ words on
+both sides, each also without its final `.`, `!` or `?` when both sides end in the same one
+(people type "Guten Morgen" as often as "Guten Morgen!"), and one in PHRASE_SINGLE_WORD_KEEP
+of the other pairs, so that fine-tuning on it keeps the single-word entries in mind. 70% of
+the dictionary's pairs are single words; the bundled model is fine-tuned on this set after
+its training on the whole split (scripts/train-models.sh).
+
 Both are deduplicated and split into train/valid/test by a hash of the normalized source
 (the German side; the text itself for the LM), so that every copy of a source lands in the
 same split and no test source appears in training. The output is deterministic:
 
-  OUT/deen/{train,valid,test}.{de,en}   OUT/deen/stats.json
+  OUT/deen/{train,valid,test,train-phrases}.{de,en}   OUT/deen/stats.json
   OUT/enlm/{train,valid,test}.txt       OUT/enlm/stats.json
 
 Usage: scripts/prepare-data.py [--ding FILE] [--out DIR] [--valid-per-mille N]
@@ -134,6 +141,30 @@ def word_count(text):
     return len(text.split())
 
 
+PHRASE_SINGLE_WORD_KEEP = 4
+SENTENCE_ENDS = ".!?"
+
+
+def phrase_weighted(pairs):
+    """The phrase-weighted fine-tuning set drawn from training `pairs` (see the module doc)."""
+    out, seen = [], set()
+
+    def add(de, en):
+        key = (normalize_key(de), normalize_key(en))
+        if de and en and key not in seen:
+            seen.add(key)
+            out.append((de, en))
+
+    for de, en in pairs:
+        if word_count(de) >= 2 and word_count(en) >= 2:
+            add(de, en)
+            if de[-1] in SENTENCE_ENDS and de[-1] == en[-1]:
+                add(de[:-1].rstrip(), en[:-1].rstrip())
+        elif bucket(normalize_key(de)) % PHRASE_SINGLE_WORD_KEEP == 0:
+            add(de, en)
+    return out
+
+
 def build(lines, valid_per_mille=10, test_per_mille=10, min_words=1, max_words=60):
     """Returns ({split: [(de, en)]}, {split: [text]}, stats) from Ding lines."""
     stats = {"lines": 0, "comment_lines": 0, "malformed_lines": 0, "unequal_lines": 0,
@@ -219,16 +250,20 @@ def main(argv=None):
     deen, enlm = os.path.join(args.out, "deen"), os.path.join(args.out, "enlm")
     os.makedirs(deen, exist_ok=True)
     os.makedirs(enlm, exist_ok=True)
+    mt["train-phrases"] = phrase_weighted(mt["train"])
+    stats["deen_train-phrases"] = len(mt["train-phrases"])
     for name, pairs in mt.items():
         write_lines(os.path.join(deen, name + ".de"), [de for de, _ in pairs])
         write_lines(os.path.join(deen, name + ".en"), [en for _, en in pairs])
-        write_lines(os.path.join(enlm, name + ".txt"), lm[name])
+    for name, texts in lm.items():
+        write_lines(os.path.join(enlm, name + ".txt"), texts)
     for path in (os.path.join(deen, "stats.json"), os.path.join(enlm, "stats.json")):
         with open(path, "w", encoding="utf-8") as f:
             json.dump(stats, f, indent=2, ensure_ascii=False)
             f.write("\n")
     print(f"deen: {stats['deen_train']} train, {stats['deen_valid']} valid, "
-          f"{stats['deen_test']} test pairs ({stats['aligned_pairs']} aligned, "
+          f"{stats['deen_test']} test pairs, {stats['deen_train-phrases']} phrase-weighted "
+          f"({stats['aligned_pairs']} aligned, "
           f"{stats['unequal_lines']} lines with unequal sub-entries skipped, "
           f"{stats['duplicate_pairs']} duplicates); "
           f"enlm: {stats['enlm_train']} train, {stats['enlm_valid']} valid, "

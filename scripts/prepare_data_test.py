@@ -129,6 +129,24 @@ class BuildTest(unittest.TestCase):
         lines = [f"Satz {i} :: sentence {i}\n" for i in range(500)]
         self.assertEqual(prepare.build(lines, 50, 50), prepare.build(list(lines), 50, 50))
 
+    def test_phrase_weighted_set(self):
+        pairs = [("Guten Morgen!", "Good morning!"),       # phrase, also without the "!"
+                 ("Wie geht's?", "How are you."),           # ends differ: kept as it is
+                 ("ein großes Haus", "a big house"),
+                 ("Guten Tag!", "Good day!"), ("Guten Tag", "Good day")]  # no second copy
+        singles = [(f"Wort{i}", f"word{i}") for i in range(400)]
+        out = prepare.phrase_weighted(pairs + singles)
+        self.assertEqual(out[:6], [("Guten Morgen!", "Good morning!"),
+                                   ("Guten Morgen", "Good morning"),
+                                   ("Wie geht's?", "How are you."),
+                                   ("ein großes Haus", "a big house"),
+                                   ("Guten Tag!", "Good day!"), ("Guten Tag", "Good day")])
+        kept = out[6:]
+        self.assertTrue(set(kept) <= set(singles))
+        # One in PHRASE_SINGLE_WORD_KEEP single-word pairs, by a hash: about 100 of 400.
+        self.assertTrue(60 < len(kept) < 140, len(kept))
+        self.assertEqual(prepare.phrase_weighted(pairs + singles), out)
+
     def test_main_writes_the_files(self):
         with tempfile.TemporaryDirectory() as tmp:
             ding = os.path.join(tmp, "de-en")
@@ -137,10 +155,11 @@ class BuildTest(unittest.TestCase):
             out = os.path.join(tmp, "data")
             self.assertEqual(prepare.main(["--ding", ding, "--out", out,
                                            "--valid-per-mille", "0", "--test-per-mille", "0"]), 0)
-            for name in ("train", "valid", "test"):
+            for name in ("train", "valid", "test", "train-phrases"):
                 with open(os.path.join(out, "deen", name + ".de"), encoding="utf-8") as de, \
                         open(os.path.join(out, "deen", name + ".en"), encoding="utf-8") as en:
                     self.assertEqual(len(de.readlines()), len(en.readlines()))
+            for name in ("train", "valid", "test"):
                 self.assertTrue(os.path.exists(os.path.join(out, "enlm", name + ".txt")))
             with open(os.path.join(out, "deen", "train.de"), encoding="utf-8") as f:
                 self.assertEqual(f.readline(), "Haus\n")
