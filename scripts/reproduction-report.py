@@ -13,6 +13,7 @@ import os
 import pathlib
 import platform
 import re
+import struct
 
 NORMS = ["layernorm", "batchnorm", "powernorm", "rmsnorm", "prmsnorm"]
 LABELS = {"layernorm": "LayerNorm", "batchnorm": "BatchNorm", "powernorm": "PowerNorm",
@@ -38,23 +39,57 @@ def seconds(duration):
     return 3600 * int(h or 0) + 60 * int(m or 0) + int(s or 0)
 
 
+def checkpoint_state(path):
+    """The trainer state that a checkpoint carries in its safetensors metadata: the step and
+    the training seconds and target tokens of every part that led to it."""
+    with open(path, "rb") as f:
+        header = json.loads(f.read(struct.unpack("<Q", f.read(8))[0]))
+    return json.loads(header["__metadata__"]["normserve_train_state"])
+
+
+def newest_checkpoint(run):
+    found = [(int(m.group(1)), p) for p in (run / "checkpoints").glob("checkpoint_*.safetensors")
+             if (m := re.fullmatch(r"checkpoint_(\d+)\.safetensors", p.name))]
+    return max(found)[1] if found else None
+
+
+def training_totals(run, log):
+    """(updates, seconds, target tokens) of the run. The newest checkpoint counts every part
+    that led to it, parts stopped by a signal and resumed included; without checkpoints the
+    log's finished parts are summed. A run started with --init-from adds its base's totals."""
+    newest = newest_checkpoint(run)
+    if newest is not None:
+        state = checkpoint_state(newest)
+        totals = [state["step"], state["train_seconds"], state["train_tokens"]]
+    else:
+        parts = [(int(n), seconds(t), int(rate)) for n, t, rate in
+                 re.findall(r"trained (\d+) updates in (\S+) \((\d+) target tokens/s", log)]
+        totals = [sum(n for n, _, _ in parts), sum(t for _, t, _ in parts),
+                  sum(r * t for _, t, r in parts)]
+    base = re.search(r"initialized from (\S+) \(step", log)
+    base_updates = 0
+    if base:
+        state = checkpoint_state(base.group(1))
+        base_updates = state["step"]
+        totals = [totals[0] + state["step"], totals[1] + state["train_seconds"],
+                  totals[2] + state["train_tokens"]]
+    return totals, base_updates
+
+
 def train_stats(run):
-    """Updates, time per update and token rate from the run's train.log (summed over resumed
-    parts), and the validation perplexities (the last one is the exported model's)."""
+    """Updates, time per update and token rate (training_totals), and the validation
+    perplexities from the run's train.log (the last one is the exported model's)."""
     log = (run / "train.log").read_text()
-    parts = [(int(n), seconds(t), int(rate)) for n, t, rate in
-             re.findall(r"trained (\d+) updates in (\S+) \((\d+) target tokens/s", log)]
     final = re.findall(r"final model \| valid loss \S+ \| nll \S+ \| ppl (\S+)", log)
     params = re.search(r"model: (\d+) parameters, norm ([^,\s]+)", log)
-    updates = sum(n for n, _, _ in parts)
-    train_seconds = sum(t for _, t, _ in parts)
+    (updates, train_seconds, tokens), base_updates = training_totals(run, log)
     curve = [(int(s), float(p)) for s, p in
              re.findall(r"step (\d+) \| valid loss \S+ \| nll \S+ \| ppl (\S+)", log)]
-    return {"updates": updates, "train_seconds": train_seconds,
+    return {"updates": updates, "train_seconds": round(train_seconds),
             "ms_per_update": round(1000 * train_seconds / updates, 1),
-            "target_tokens_per_s": round(sum(r * t for _, t, r in parts) / train_seconds),
+            "target_tokens_per_s": round(tokens / train_seconds),
             "parameters": int(params.group(1)), "norm": params.group(2),
-            "valid_ppl": float(final[-1]), "valid_curve": curve}
+            "valid_ppl": float(final[-1]), "valid_curve": curve, "base_updates": base_updates}
 
 
 def load(eval_dir):
@@ -112,17 +147,22 @@ def paper_table(header, paper):
 
 
 def bundled_table(results):
+    """The bundled models, and the other runs of the bundled lane (candidates), deen first."""
     rows = ["| model | norm | updates | train time | test | valid ppl | serving p50 / p99 ms, c=1 |",
             "| --- | --- | --- | --- | --- | --- | --- |"]
-    for name in ("deen", "enlm"):
-        r = results.get(name)
-        if r is None:
-            continue
+    names = sorted((n for n, r in results.items()
+                    if pathlib.Path(r["run"]).parent.name == "bundled"),
+                   key=lambda n: (n not in ("deen", "enlm"), n))
+    for name in names:
+        r = results[name]
         t, q = r["train"], r["test"]
         test = (f"BLEU {q['bleu']:.2f}, chrF {q['chrf']:.2f}" if "bleu" in q
                 else f"ppl {q['test_ppl']:.2f}")
+        updates = str(t["updates"])
+        if t["base_updates"]:
+            updates = f"{t['base_updates']} + {t['updates'] - t['base_updates']} fine-tuning"
         p50, p99, _ = serving(r, "1")
-        rows.append(f"| {name} | {t['norm']} | {t['updates']} | {t['train_seconds'] / 60:.1f} min "
+        rows.append(f"| {name} | {t['norm']} | {updates} | {t['train_seconds'] / 60:.1f} min "
                     f"| {test} | {t['valid_ppl']:.2f} | {p50:.1f} / {p99:.1f} |")
     return "\n".join(rows)
 

@@ -1,5 +1,5 @@
-"""Unit tests of scripts/reproduction-report.py: the trainer-log parsing (resumed runs
-included) and the rendered tables.
+"""Unit tests of scripts/reproduction-report.py: the training totals from trainer logs and
+checkpoints (resumed and fine-tuned runs included) and the rendered tables.
 
 Run from scripts/: python3 -m unittest reproduction_report_test
 """
@@ -32,9 +32,9 @@ RESUMED_LOG = """\
 """
 
 
-def write_run(root, name, log, evaluation):
-    run = root / "runs" / "compare" / name
-    run.mkdir(parents=True)
+def write_run(root, name, log, evaluation, group="compare"):
+    run = root / "runs" / group / name
+    run.mkdir(parents=True, exist_ok=True)
     (run / "train.log").write_text(log)
     evaluation["run"] = str(run)
     (root / "runs" / "eval").mkdir(parents=True, exist_ok=True)
@@ -74,6 +74,39 @@ class TrainStatsTest(unittest.TestCase):
         self.assertEqual(stats["parameters"], 1950208)
 
 
+def write_checkpoint(path, step, train_seconds, train_tokens):
+    """A tensor-less safetensors file with the trainer state in its metadata."""
+    state = json.dumps({"step": step, "train_seconds": train_seconds,
+                        "train_tokens": train_tokens})
+    header = json.dumps({"__metadata__": {"format": "pt",
+                                          "normserve_train_state": state}}).encode()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(len(header).to_bytes(8, "little") + header)
+
+
+class CheckpointTotalsTest(unittest.TestCase):
+    def test_newest_checkpoint_and_the_init_from_base_count(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            root = pathlib.Path(tmp)
+            base = root / "base" / "checkpoints" / "checkpoint_400.safetensors"
+            write_checkpoint(base, 400, 800.0, 1_000_000)
+            run = root / "finetune"
+            write_checkpoint(run / "checkpoints" / "checkpoint_200.safetensors", 200, 390.0, 1)
+            # checkpoint_1000 sorts before checkpoint_200 as text; the step decides.
+            write_checkpoint(run / "checkpoints" / "checkpoint_1000.safetensors", 1000, 1200.0,
+                             1_800_000)
+            (run / "train.log").write_text(
+                "2026-11-23 06:00:00 initialized from " + str(base) + " (step 400); optimizer,"
+                " schedule and data order start afresh\n" + RESUMED_LOG)
+            stats = report.train_stats(run)
+        self.assertEqual(stats["updates"], 1400)
+        self.assertEqual(stats["train_seconds"], 2000)
+        self.assertEqual(stats["ms_per_update"], round(1000 * 2000 / 1400, 1))
+        self.assertEqual(stats["target_tokens_per_s"], 1400)
+        self.assertEqual(stats["base_updates"], 400)
+        self.assertEqual(stats["valid_ppl"], 200.5)
+
+
 class RenderTest(unittest.TestCase):
     def test_tables_between_the_markers_with_times_relative_to_layernorm(self):
         with tempfile.TemporaryDirectory() as tmp:
@@ -105,6 +138,28 @@ class RenderTest(unittest.TestCase):
         self.assertIn("| 5.0 / 7.2 | 663.4 | 4000 | rmsnorm 30.0 |", rows["RMSNorm"])
         self.assertIn("| BatchNorm | not run |", lm_section)
         self.assertIn("(no LayerNorm baseline run)", tables)  # no MT runs at all
+
+    def test_bundled_table_lists_the_lane_with_fine_tuning_split_out(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            root = pathlib.Path(tmp)
+            base = root / "runs" / "bundled" / "deen-base" / "checkpoints"
+            base = base / "checkpoint_400.safetensors"
+            write_checkpoint(base, 400, 800.0, 1_000_000)
+            mt = {"architecture": "transformer_mt", "test": {"bleu": 12.5, "chrf": 30.25},
+                  "serving": lm_eval(1, 1, 1)["serving"], "norm_kernel": {}}
+            write_run(root, "deen", f"2026-11-23 06:00:00 initialized from {base} (step 400)\n"
+                      + RESUMED_LOG, mt, group="bundled")
+            write_run(root, "enlm", RESUMED_LOG.replace("rmsnorm", "layernorm"),
+                      lm_eval(155.8, 1, 1), group="bundled")
+            write_run(root, "deen-base", RESUMED_LOG, dict(mt, test={"bleu": 9.0, "chrf": 27.0}),
+                      group="bundled")
+            table = report.bundled_table(report.load(root / "runs" / "eval"))
+        rows = table.splitlines()[2:]
+        self.assertEqual([r.split(" | ")[0] for r in rows], ["| deen", "| enlm", "| deen-base"])
+        # 400 base updates from the checkpoint, 300 of its own from the log; 800 s + 3700 s.
+        self.assertIn("| deen | rmsnorm | 400 + 300 fine-tuning | 75.0 min "
+                      "| BLEU 12.50, chrF 30.25 |", rows[0])
+        self.assertIn("| enlm | layernorm | 300 | 61.7 min | ppl 155.80 | 200.50 |", rows[1])
 
 
 if __name__ == "__main__":
