@@ -3,7 +3,7 @@
 
 Serves RUNS/bundled/* and RUNS/compare/* from one repository on loopback, then, per model:
   - transformer_mt: translates the test split (beam 4) with the normserve CLI and scores it
-    with sacrebleu (BLEU and chrF);
+    with sacrebleu (BLEU and chrF), and translates a few common phrases (SAMPLE_PHRASES);
   - transformer_lm: scores the test split with the CLI and sums the log-probabilities into a
     perplexity;
   - both: serving latency with normserve-bench (closed loop, concurrency 1 and 8), and the
@@ -33,6 +33,11 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests" / "e2e"))
 from normserved_process import NormservedProcess  # noqa: E402
 
+# Short, common phrases (the examples first), translated by every MT model so that the
+# report can show what a user would see. Some are training entries, e.g. "Guten Morgen!".
+SAMPLE_PHRASES = ["Guten Morgen", "Das ist nicht möglich.", "ein großes Haus", "Guten Morgen!",
+                  "Guten Tag", "Vielen Dank!", "Ich habe keine Zeit.", "Wie geht es Ihnen?",
+                  "Ich weiß es nicht.", "Das Wetter ist schön.", "ein kleines Kind", "der Hund"]
 CHUNK = 64  # texts per request: the server batches what is in flight together
 WORKERS = 2
 BEAM = 4
@@ -89,7 +94,8 @@ def translate_test(normserve, target, name, data, limit):
     return hypotheses, {"test_sentences": len(sources), "beam": BEAM,
                         "bleu": round(bleu.corpus_score(hypotheses, [references]).score, 2),
                         "chrf": round(chrf.corpus_score(hypotheses, [references]).score, 2),
-                        "sacrebleu": f"BLEU {bleu.get_signature()}, chrF {chrf.get_signature()}"}
+                        "sacrebleu": f"BLEU {bleu.get_signature()}, chrF {chrf.get_signature()}",
+                        "samples": dict(zip(SAMPLE_PHRASES, run_chunk(SAMPLE_PHRASES)))}
 
 
 def score_test(normserve, target, name, data, limit):

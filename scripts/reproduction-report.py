@@ -146,14 +146,17 @@ def paper_table(header, paper):
                      [f"| {LABELS[norm]} | {paper[norm]} |" for norm in NORMS])
 
 
+def bundled_names(results):
+    """The runs of the bundled lane, the bundled models first."""
+    return sorted((n for n, r in results.items() if pathlib.Path(r["run"]).parent.name == "bundled"),
+                  key=lambda n: (n not in ("deen", "enlm"), n))
+
+
 def bundled_table(results):
     """The bundled models, and the other runs of the bundled lane (candidates), deen first."""
     rows = ["| model | norm | updates | train time | test | valid ppl | serving p50 / p99 ms, c=1 |",
             "| --- | --- | --- | --- | --- | --- | --- |"]
-    names = sorted((n for n, r in results.items()
-                    if pathlib.Path(r["run"]).parent.name == "bundled"),
-                   key=lambda n: (n not in ("deen", "enlm"), n))
-    for name in names:
+    for name in bundled_names(results):
         r = results[name]
         t, q = r["train"], r["test"]
         test = (f"BLEU {q['bleu']:.2f}, chrF {q['chrf']:.2f}" if "bleu" in q
@@ -164,6 +167,20 @@ def bundled_table(results):
         p50, p99, _ = serving(r, "1")
         rows.append(f"| {name} | {t['norm']} | {updates} | {t['train_seconds'] / 60:.1f} min "
                     f"| {test} | {t['valid_ppl']:.2f} | {p50:.1f} / {p99:.1f} |")
+    return "\n".join(rows)
+
+
+def samples_table(results):
+    """Each sample phrase as the bundled lane's MT models translate it (deen first)."""
+    models = [n for n in bundled_names(results) if "samples" in results[n]["test"]]
+    if not models:
+        return "(no sample translations)"
+    phrases = list(results[models[0]]["test"]["samples"])
+    rows = ["| input | " + " | ".join(f"`{n}`" for n in models) + " |",
+            "| --- |" + " --- |" * len(models)]
+    for phrase in phrases:
+        rows.append(f"| {phrase} | " + " | ".join(
+            results[n]["test"]["samples"].get(phrase, "-") for n in models) + " |")
     return "\n".join(rows)
 
 
@@ -217,6 +234,7 @@ def render(results, other_seeds):
                      "")
     return "\n\n".join([
         "### Bundled models", bundled_table(results),
+        "Common phrases, beam 4:", samples_table(results),
         "### DE->EN translation (Ding test split, 3,848 pairs, beam 4)",
         table(results, "mt-", "test BLEU / chrF", mt_quality),
         f"sacrebleu signatures: `{signature}`",

@@ -145,21 +145,28 @@ class RenderTest(unittest.TestCase):
             base = root / "runs" / "bundled" / "deen-base" / "checkpoints"
             base = base / "checkpoint_400.safetensors"
             write_checkpoint(base, 400, 800.0, 1_000_000)
-            mt = {"architecture": "transformer_mt", "test": {"bleu": 12.5, "chrf": 30.25},
+            mt = {"architecture": "transformer_mt",
+                  "test": {"bleu": 12.5, "chrf": 30.25,
+                           "samples": {"Guten Morgen": "Good morning", "der Hund": "the dog"}},
                   "serving": lm_eval(1, 1, 1)["serving"], "norm_kernel": {}}
             write_run(root, "deen", f"2026-11-23 06:00:00 initialized from {base} (step 400)\n"
                       + RESUMED_LOG, mt, group="bundled")
             write_run(root, "enlm", RESUMED_LOG.replace("rmsnorm", "layernorm"),
                       lm_eval(155.8, 1, 1), group="bundled")
-            write_run(root, "deen-base", RESUMED_LOG, dict(mt, test={"bleu": 9.0, "chrf": 27.0}),
-                      group="bundled")
-            table = report.bundled_table(report.load(root / "runs" / "eval"))
+            base_test = {"bleu": 9.0, "chrf": 27.0, "samples": {"Guten Morgen": "morning"}}
+            write_run(root, "deen-base", RESUMED_LOG, dict(mt, test=base_test), group="bundled")
+            results = report.load(root / "runs" / "eval")
+            table = report.bundled_table(results)
+            samples = report.samples_table(results)
         rows = table.splitlines()[2:]
         self.assertEqual([r.split(" | ")[0] for r in rows], ["| deen", "| enlm", "| deen-base"])
         # 400 base updates from the checkpoint, 300 of its own from the log; 800 s + 3700 s.
         self.assertIn("| deen | rmsnorm | 400 + 300 fine-tuning | 75.0 min "
                       "| BLEU 12.50, chrF 30.25 |", rows[0])
         self.assertIn("| enlm | layernorm | 300 | 61.7 min | ppl 155.80 | 200.50 |", rows[1])
+        self.assertEqual(samples.splitlines(), [
+            "| input | `deen` | `deen-base` |", "| --- | --- | --- |",
+            "| Guten Morgen | Good morning | morning |", "| der Hund | the dog | - |"])
 
 
 if __name__ == "__main__":
