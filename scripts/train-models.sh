@@ -47,13 +47,14 @@ lm_spm=(--spm "$runs/tokenizers/enlm/lm.spm")
 # phrase-weighted set (scripts/prepare-data.py), so that short phrases are not drowned by the
 # single-word entries. deen-base is kept: the report sets it beside the fine-tuned model.
 deen() {
+  local base_steps=6400
   "$train" --config models/configs/deen-demo.json --out "$runs/bundled/deen-base" \
-    "${mt_data[@]}" "${mt_spm[@]}" "${common[@]}" --max-tokens 2048 --steps 6400 \
+    "${mt_data[@]}" "${mt_spm[@]}" "${common[@]}" --max-tokens 2048 --steps $base_steps \
     --warmup 400 --lr 1e-3 --save-every 200 --validate-every 300 --average-last 4 --fp16
   "$train" --config models/configs/deen-demo.json --out "$runs/bundled/deen" \
     --train-source data/deen/train-phrases.de --train-target data/deen/train-phrases.en \
     --valid-source data/deen/valid.de --valid-target data/deen/valid.en "${mt_spm[@]}" \
-    --init-from "$runs/bundled/deen-base/checkpoints/checkpoint_6400.safetensors" \
+    --init-from "$runs/bundled/deen-base/checkpoints/checkpoint_$base_steps.safetensors" \
     "${common[@]}" --max-tokens 2048 --steps 4000 --warmup 200 --lr 5e-4 --save-every 200 \
     --validate-every 400 --average-last 4 --fp16
 }
