@@ -8,6 +8,13 @@ packages=(
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libtorch-dev prometheus-cpp-dev nlohmann-json3-dev libgtest-dev
   libsentencepiece-dev sentencepiece
+  # The metrics endpoint's HTTP server (with OpenSSL for HTTPS).
+  libcpp-httplib-dev
+  # Caches compiled objects between builds (scripts/build.sh).
+  ccache
+  # The Python gRPC client of the end-to-end tests (run with Debian's /usr/bin/python3; the
+  # stubs come from protoc and grpc_python_plugin of protobuf-compiler-grpc).
+  python3-grpcio python3-protobuf
   # BLIS, not OpenBLAS: OpenBLAS's thread-local storage overflows civetweb's small thread
   # stacks and the metrics exposer fails to start.
   libblis4-openmp
