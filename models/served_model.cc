@@ -5,8 +5,10 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 
 #include "models/compute.h"
+#include "models/decoding/memory_cost.h"
 #include "models/decoding/sampling.h"
 #include "models/decoding/search.h"
 #include "models/errors.h"
@@ -30,13 +32,84 @@ std::unique_ptr<Tokenizer> LoadTokenizer(const std::string& dir, const std::stri
   return tokenizer;
 }
 
-void CheckBatch(size_t size, const char* what) {
-  if (size == 0) throw InvalidInputError(std::string(what) + " is empty: send at least one");
-  if (size > ServedModel::kMaxBatchTexts) {
-    throw InvalidInputError(std::string(what) + " holds " + std::to_string(size) +
-                            " entries; one request takes at most " +
-                            std::to_string(ServedModel::kMaxBatchTexts));
+// Human-readable bytes for error messages: "1.5 GiB".
+std::string FormatBytes(int64_t bytes) {
+  const char* units[] = {"bytes", "KiB", "MiB", "GiB", "TiB"};
+  double value = static_cast<double>(bytes);
+  int unit = 0;
+  while (value >= 1024 && unit < 4) {
+    value /= 1024;
+    ++unit;
   }
+  char out[32];
+  std::snprintf(out, sizeof(out), unit == 0 ? "%.0f %s" : "%.1f %s", value, units[unit]);
+  return out;
+}
+
+// The cheap checks of a request's texts, before any of them is tokenized: how many, how
+// long in bytes, and well-formed UTF-8. `texts` holds (name for errors, text) pairs.
+void CheckTexts(const std::vector<std::pair<std::string, const std::string*>>& texts,
+                const char* what, const RequestLimits& limits, int64_t max_positions) {
+  if (texts.empty()) throw InvalidInputError(std::string(what) + " is empty: send at least one");
+  if (static_cast<int64_t>(texts.size()) > limits.max_texts) {
+    throw InvalidInputError(std::string(what) + " holds " + std::to_string(texts.size()) +
+                            " entries; one request takes at most " +
+                            std::to_string(limits.max_texts));
+  }
+  const int64_t max_bytes = limits.max_text_bytes > 0
+                                ? limits.max_text_bytes
+                                : RequestLimits::kTextBytesPerPosition * max_positions;
+  for (const auto& [name, text] : texts) {
+    if (text->empty()) throw InvalidInputError(name + " is empty");
+    if (static_cast<int64_t>(text->size()) > max_bytes) {
+      throw InvalidInputError(name + " is " + std::to_string(text->size()) +
+                              " bytes; this server takes at most " + std::to_string(max_bytes) +
+                              " bytes per text (--max-text-bytes)");
+    }
+    size_t bad = 0;
+    if (!IsValidUtf8(*text, &bad)) {
+      throw InvalidInputError(name + " is not valid UTF-8 (bad byte at offset " +
+                              std::to_string(bad) + ")");
+    }
+  }
+}
+
+// Splits sentences into groups of one model call each: longest first by `lengths` (less
+// padding), as many per group as fit `budget` by cost(count, longest, longest_second), where
+// `second` is another length of each sentence (its source or its output bound) whose group
+// maximum the cost depends on too. A sentence always gets a group, even one that does not
+// fit alone (the arrival checks refuse those).
+template <typename Cost>
+std::vector<std::vector<size_t>> GroupByMemory(const std::vector<int64_t>& lengths,
+                                               const std::vector<int64_t>& second, int64_t budget,
+                                               Cost cost) {
+  std::vector<size_t> order(lengths.size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+  std::stable_sort(order.begin(), order.end(),
+                   [&](size_t a, size_t b) { return lengths[a] > lengths[b]; });
+  std::vector<std::vector<size_t>> groups;
+  int64_t longest = 0, longest_second = 0;
+  for (size_t i : order) {
+    const int64_t with_second = std::max(longest_second, second[i]);
+    if (groups.empty() || cost(static_cast<int64_t>(groups.back().size()) + 1,
+                               std::max(longest, lengths[i]), with_second) > budget) {
+      groups.emplace_back();
+      longest = lengths[i];
+      longest_second = second[i];
+    } else {
+      longest = std::max(longest, lengths[i]);
+      longest_second = with_second;
+    }
+    groups.back().push_back(i);
+  }
+  return groups;
+}
+
+// The output length bound of a source of `source_tokens` tokens (without </s>).
+int64_t MaxOutputTokens(const TranslationOptions& o, size_t source_tokens, int64_t max_positions) {
+  const auto bound = static_cast<int64_t>(o.max_length_a * static_cast<double>(source_tokens + 1)) +
+                     o.max_length_b;
+  return std::clamp<int64_t>(bound, 1, max_positions - 1);
 }
 
 }  // namespace
@@ -46,15 +119,10 @@ struct ServedModel::Runtime {
   std::unique_ptr<Tokenizer> target_tokenizer;
   std::unique_ptr<Transformer> transformer;
 
-  // Tokenizes one text of a request (`what` names it in errors) and checks its length.
+  // Tokenizes one text of a request (`what` names it in errors; CheckTexts passed it) and
+  // checks its length in tokens.
   std::vector<int64_t> Tokenize(const Tokenizer& tokenizer, const std::string& text,
                                 const std::string& what, int64_t max_positions) const {
-    if (text.empty()) throw InvalidInputError(what + " is empty");
-    size_t bad = 0;
-    if (!IsValidUtf8(text, &bad)) {
-      throw InvalidInputError(what + " is not valid UTF-8 (bad byte at offset " +
-                              std::to_string(bad) + ")");
-    }
     const std::vector<int> ids = tokenizer.Encode(text);
     const auto limit = max_positions - 1;  // room for </s>
     if (static_cast<int64_t>(ids.size()) > limit) {
@@ -113,114 +181,202 @@ std::shared_ptr<const ServedModel> ServedModel::Load(const std::string& dir, std
 int64_t ServedModel::parameter_count() const { return runtime_->transformer->parameter_count(); }
 
 TokenBatch ServedModel::PrepareTranslate(const std::vector<std::string>& texts,
-                                         const TranslationOptions& options) const {
+                                         const TranslationOptions& options,
+                                         const RequestLimits& limits) const {
   if (!config_.is_mt()) {
     throw InvalidInputError("model '" + name_ +
                             "' is a transformer_lm; Translate needs a "
                             "transformer_mt model (use Score or Generate for language models)");
   }
-  CheckBatch(texts.size(), "texts");
   ValidateTranslationOptions(options);
+  std::vector<std::pair<std::string, const std::string*>> named;
+  for (size_t i = 0; i < texts.size(); ++i)
+    named.emplace_back("text " + std::to_string(i), &texts[i]);
+  CheckTexts(named, "texts", limits, config_.max_positions);
   TokenBatch sources;
+  size_t longest = 0;
   for (size_t i = 0; i < texts.size(); ++i) {
-    sources.push_back(runtime_->Tokenize(*runtime_->source_tokenizer, texts[i],
-                                         "text " + std::to_string(i), config_.max_positions));
+    sources.push_back(runtime_->Tokenize(*runtime_->source_tokenizer, texts[i], named[i].first,
+                                         config_.max_positions));
+    if (sources[i].size() > sources[longest].size()) longest = i;
+  }
+  const int64_t source_tokens = static_cast<int64_t>(sources[longest].size()) + 1;
+  const int64_t output_tokens =
+      MaxOutputTokens(options, sources[longest].size(), config_.max_positions);
+  const int64_t bytes =
+      TranslateMemoryBytes(config_, 1, source_tokens, output_tokens, options.beam_size);
+  if (bytes > limits.memory_budget_bytes) {
+    throw InvalidInputError(
+        named[longest].first + " (" + std::to_string(source_tokens) + " tokens, up to " +
+        std::to_string(output_tokens) + " output tokens at beam " +
+        std::to_string(options.beam_size) + ") needs an estimated " + FormatBytes(bytes) +
+        ", more than this model's memory budget of " + FormatBytes(limits.memory_budget_bytes) +
+        " (memory_budget_mb); send a shorter text or a smaller beam_size or max_length");
   }
   return sources;
 }
 
-TokenBatch ServedModel::PrepareScoreTexts(const std::vector<std::string>& texts) const {
+TokenBatch ServedModel::PrepareScoreTexts(const std::vector<std::string>& texts,
+                                          const RequestLimits& limits) const {
   if (config_.is_mt()) {
     throw InvalidInputError("model '" + name_ +
                             "' is a transformer_mt; score it with "
                             "source/target pairs, not plain texts");
   }
-  CheckBatch(texts.size(), "texts");
+  std::vector<std::pair<std::string, const std::string*>> named;
+  for (size_t i = 0; i < texts.size(); ++i)
+    named.emplace_back("text " + std::to_string(i), &texts[i]);
+  CheckTexts(named, "texts", limits, config_.max_positions);
   TokenBatch targets;
   for (size_t i = 0; i < texts.size(); ++i) {
-    targets.push_back(runtime_->Tokenize(*runtime_->target_tokenizer, texts[i],
-                                         "text " + std::to_string(i), config_.max_positions));
+    targets.push_back(runtime_->Tokenize(*runtime_->target_tokenizer, texts[i], named[i].first,
+                                         config_.max_positions));
   }
+  CheckScoreFits({}, targets, limits.memory_budget_bytes);
   return targets;
 }
 
 std::pair<TokenBatch, TokenBatch> ServedModel::PrepareScorePairs(
-    const std::vector<std::pair<std::string, std::string>>& pairs) const {
+    const std::vector<std::pair<std::string, std::string>>& pairs,
+    const RequestLimits& limits) const {
   if (!config_.is_mt()) {
     throw InvalidInputError("model '" + name_ +
                             "' is a transformer_lm; score it with plain "
                             "texts, not source/target pairs");
   }
-  CheckBatch(pairs.size(), "pairs");
+  std::vector<std::pair<std::string, const std::string*>> named;
+  for (size_t i = 0; i < pairs.size(); ++i) {
+    named.emplace_back("pair " + std::to_string(i) + " source", &pairs[i].first);
+    named.emplace_back("pair " + std::to_string(i) + " target", &pairs[i].second);
+  }
+  if (pairs.empty()) CheckTexts({}, "pairs", limits, config_.max_positions);
+  if (static_cast<int64_t>(pairs.size()) > limits.max_texts) {
+    throw InvalidInputError("pairs holds " + std::to_string(pairs.size()) +
+                            " entries; one request takes at most " +
+                            std::to_string(limits.max_texts));
+  }
+  RequestLimits texts_limits = limits;
+  texts_limits.max_texts = 2 * limits.max_texts;  // a source and a target per pair
+  CheckTexts(named, "pairs", texts_limits, config_.max_positions);
   TokenBatch sources, targets;
   for (size_t i = 0; i < pairs.size(); ++i) {
-    const std::string where = "pair " + std::to_string(i);
     sources.push_back(runtime_->Tokenize(*runtime_->source_tokenizer, pairs[i].first,
-                                         where + " source", config_.max_positions));
+                                         named[2 * i].first, config_.max_positions));
     targets.push_back(runtime_->Tokenize(*runtime_->target_tokenizer, pairs[i].second,
-                                         where + " target", config_.max_positions));
+                                         named[2 * i + 1].first, config_.max_positions));
   }
+  CheckScoreFits(sources, targets, limits.memory_budget_bytes);
   return {std::move(sources), std::move(targets)};
 }
 
-std::vector<std::vector<TranslationHypothesis>> ServedModel::TranslateTokens(
-    const TokenBatch& sources, const TranslationOptions& options,
-    const StopSentenceFn& stop) const {
-  const Runtime& rt = *runtime_;
-  TokenBatch inputs;
-  std::vector<int64_t> max_lengths;
-  for (const auto& source : sources) {
-    const auto source_tokens = static_cast<double>(source.size() + 1);
-    const auto bound =
-        static_cast<int64_t>(options.max_length_a * source_tokens) + options.max_length_b;
-    max_lengths.push_back(std::clamp<int64_t>(bound, 1, config_.max_positions - 1));
-    inputs.push_back(source);
-    inputs.back().push_back(config_.special.eos);
-  }
-  c10::InferenceMode guard;
-  const EncoderOutput memory =
-      rt.transformer->Encode(PadBatch(inputs, config_.special.pad, rt.transformer->device()));
-  std::vector<std::vector<Hypothesis>> found;
-  if (options.beam_size == 1) {
-    for (Hypothesis& h :
-         GreedySearch(*rt.transformer, memory, max_lengths, options.length_penalty, stop)) {
-      found.push_back({std::move(h)});
+void ServedModel::CheckScoreFits(const TokenBatch& sources, const TokenBatch& targets,
+                                 int64_t budget) const {
+  for (size_t i = 0; i < targets.size(); ++i) {
+    const int64_t source_tokens = sources.empty() ? 0 : static_cast<int64_t>(sources[i].size()) + 1;
+    const int64_t target_tokens = static_cast<int64_t>(targets[i].size()) + 1;
+    const int64_t bytes = ScoreMemoryBytes(config_, 1, source_tokens, target_tokens);
+    if (bytes > budget) {
+      throw InvalidInputError((sources.empty() ? "text " : "pair ") + std::to_string(i) +
+                              " needs an estimated " + FormatBytes(bytes) +
+                              " to score, more than this model's memory budget of " +
+                              FormatBytes(budget) + " (memory_budget_mb); send a shorter text");
     }
-  } else {
-    found = BeamSearch(*rt.transformer, memory, max_lengths,
-                       {options.beam_size, options.n_best, options.length_penalty}, stop);
   }
-  std::vector<std::vector<TranslationHypothesis>> out(found.size());
-  for (size_t i = 0; i < found.size(); ++i) {
-    for (const Hypothesis& h : found[i]) {
-      TranslationHypothesis t;
-      const std::vector<int> ids(h.tokens.begin(), h.tokens.end());
-      t.text = rt.target_tokenizer->Decode(ids);
-      t.score = h.score;
-      t.token_count = static_cast<int64_t>(ids.size());
-      if (options.return_tokens) {
-        for (int id : ids) t.tokens.push_back(rt.target_tokenizer->Piece(id));
+}
+
+std::vector<std::vector<TranslationHypothesis>> ServedModel::TranslateTokens(
+    const TokenBatch& sources, const TranslationOptions& options, const StopSentenceFn& stop,
+    int64_t memory_budget_bytes) const {
+  const Runtime& rt = *runtime_;
+  std::vector<int64_t> lengths, max_lengths;
+  for (const auto& source : sources) {
+    lengths.push_back(static_cast<int64_t>(source.size()) + 1);
+    max_lengths.push_back(MaxOutputTokens(options, source.size(), config_.max_positions));
+  }
+  const auto groups = GroupByMemory(lengths, max_lengths, memory_budget_bytes,
+                                    [&](int64_t count, int64_t source, int64_t output) {
+                                      return TranslateMemoryBytes(config_, count, source, output,
+                                                                  options.beam_size);
+                                    });
+  std::vector<std::vector<TranslationHypothesis>> out(sources.size());
+  c10::InferenceMode guard;
+  for (const std::vector<size_t>& group : groups) {
+    TokenBatch inputs;
+    std::vector<int64_t> group_max_lengths;
+    for (size_t i : group) {
+      inputs.push_back(sources[i]);
+      inputs.back().push_back(config_.special.eos);
+      group_max_lengths.push_back(max_lengths[i]);
+    }
+    const StopSentence group_stop =
+        stop ? StopSentence([&](int64_t b) { return stop(static_cast<int64_t>(group[b])); })
+             : StopSentence();
+    const EncoderOutput memory =
+        rt.transformer->Encode(PadBatch(inputs, config_.special.pad, rt.transformer->device()));
+    std::vector<std::vector<Hypothesis>> found;
+    if (options.beam_size == 1) {
+      for (Hypothesis& h : GreedySearch(*rt.transformer, memory, group_max_lengths,
+                                        options.length_penalty, group_stop)) {
+        found.push_back({std::move(h)});
       }
-      out[i].push_back(std::move(t));
+    } else {
+      found = BeamSearch(*rt.transformer, memory, group_max_lengths,
+                         {options.beam_size, options.n_best, options.length_penalty}, group_stop);
+    }
+    for (size_t g = 0; g < group.size(); ++g) {
+      for (const Hypothesis& h : found[g]) {
+        TranslationHypothesis t;
+        const std::vector<int> ids(h.tokens.begin(), h.tokens.end());
+        t.text = rt.target_tokenizer->Decode(ids);
+        t.score = h.score;
+        t.token_count = static_cast<int64_t>(ids.size());
+        if (options.return_tokens) {
+          for (int id : ids) t.tokens.push_back(rt.target_tokenizer->Piece(id));
+        }
+        out[group[g]].push_back(std::move(t));
+      }
     }
   }
   return out;
 }
 
 std::vector<TextScore> ServedModel::ScoreTokens(const TokenBatch& sources,
-                                                const TokenBatch& targets) const {
+                                                const TokenBatch& targets,
+                                                const StopSentenceFn& stop,
+                                                int64_t memory_budget_bytes) const {
   const Runtime& rt = *runtime_;
-  c10::InferenceMode guard;
-  EncoderOutput memory;
-  if (config_.is_mt()) {
-    TokenBatch inputs = sources;
-    for (auto& s : inputs) s.push_back(config_.special.eos);
-    memory =
-        rt.transformer->Encode(PadBatch(inputs, config_.special.pad, rt.transformer->device()));
+  std::vector<int64_t> lengths, source_lengths;
+  for (size_t i = 0; i < targets.size(); ++i) {
+    lengths.push_back(static_cast<int64_t>(targets[i].size()) + 1);
+    source_lengths.push_back(sources.empty() ? 0 : static_cast<int64_t>(sources[i].size()) + 1);
   }
-  const auto logprobs = ScoreTargets(*rt.transformer, memory, targets);
-  std::vector<TextScore> out;
-  for (size_t i = 0; i < targets.size(); ++i) out.push_back(rt.MakeScore(targets[i], logprobs[i]));
+  const auto groups = GroupByMemory(lengths, source_lengths, memory_budget_bytes,
+                                    [&](int64_t count, int64_t target, int64_t source) {
+                                      return ScoreMemoryBytes(config_, count, source, target);
+                                    });
+  std::vector<TextScore> out(targets.size());
+  c10::InferenceMode guard;
+  for (const std::vector<size_t>& group : groups) {
+    bool stopped = false;
+    for (size_t i : group) stopped = stopped || (stop && stop(static_cast<int64_t>(i)));
+    if (stopped) continue;
+    TokenBatch group_targets;
+    EncoderOutput memory;
+    if (config_.is_mt()) {
+      TokenBatch inputs;
+      for (size_t i : group) {
+        inputs.push_back(sources[i]);
+        inputs.back().push_back(config_.special.eos);
+      }
+      memory =
+          rt.transformer->Encode(PadBatch(inputs, config_.special.pad, rt.transformer->device()));
+    }
+    for (size_t i : group) group_targets.push_back(targets[i]);
+    const auto logprobs = ScoreTargets(*rt.transformer, memory, group_targets);
+    for (size_t g = 0; g < group.size(); ++g) {
+      out[group[g]] = rt.MakeScore(group_targets[g], logprobs[g]);
+    }
+  }
   return out;
 }
 
@@ -240,7 +396,8 @@ std::vector<TextScore> ServedModel::ScorePairs(
 }
 
 std::vector<int64_t> ServedModel::PrepareGenerate(const std::string& prompt,
-                                                  const GenerationOptions& o) const {
+                                                  const GenerationOptions& o,
+                                                  const RequestLimits& limits) const {
   if (config_.is_mt()) {
     throw InvalidInputError("model '" + name_ +
                             "' is a transformer_mt; Generate needs a "
@@ -267,6 +424,7 @@ std::vector<int64_t> ServedModel::PrepareGenerate(const std::string& prompt,
   }
   std::vector<int64_t> ids;
   if (!prompt.empty()) {
+    CheckTexts({{"prompt", &prompt}}, "prompt", limits, config_.max_positions);
     ids = runtime_->Tokenize(*runtime_->target_tokenizer, prompt, "prompt", config_.max_positions);
   }
   // </s> + prompt + new tokens must fit the positions.
@@ -275,6 +433,13 @@ std::vector<int64_t> ServedModel::PrepareGenerate(const std::string& prompt,
           "the prompt is " + std::to_string(ids.size()) + " tokens, which leaves room for " +
               std::to_string(room) + " new tokens (max_positions " +
               std::to_string(config_.max_positions) + "); lower max_new_tokens");
+  const int64_t bytes =
+      GenerateMemoryBytes(config_, static_cast<int64_t>(ids.size()) + 1, o.max_new_tokens);
+  require(bytes <= limits.memory_budget_bytes,
+          "the prompt and max_new_tokens need an estimated " + FormatBytes(bytes) +
+              ", more than this model's memory budget of " +
+              FormatBytes(limits.memory_budget_bytes) +
+              " (memory_budget_mb); lower max_new_tokens or shorten the prompt");
   return ids;
 }
 
@@ -292,6 +457,12 @@ GenerationResult ServedModel::Generate(
   size_t sent = 0;   // bytes of text passed to on_text
   bool stopped_by_string = false, cancelled = false;
   const auto send_up_to = [&](size_t end) {
+    // Whole characters only: a message must never end inside a UTF-8 sequence (a string
+    // field with broken UTF-8 fails the client's parser). Continuation bytes are 10xxxxxx.
+    while (end > sent && end < text.size() &&
+           (static_cast<unsigned char>(text[end]) & 0xC0) == 0x80) {
+      --end;
+    }
     if (end > sent && !cancelled) {
       if (!on_text(text.substr(sent, end - sent))) cancelled = true;
       sent = end;

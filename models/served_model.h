@@ -2,6 +2,7 @@
 // header is free of torch and SentencePiece so that gRPC code can include it cheaply.
 #pragma once
 
+#include <climits>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -53,14 +54,25 @@ struct GenerationResult {
 // Token ids of one request's texts, checked against the model's limits.
 using TokenBatch = std::vector<std::vector<int64_t>>;
 
+// What one request may ask of a model. Bytes and counts are checked before any tokenizing
+// (SentencePiece is quadratic on long runs of characters outside its vocabulary), and the
+// memory of the model call is estimated from the token counts before anything runs.
+struct RequestLimits {
+  // Bytes per text allowed per position of the model when max_text_bytes is 0: 16 KiB for
+  // 256 positions, far beyond what 255 tokens of real text take.
+  static constexpr int64_t kTextBytesPerPosition = 64;
+  static constexpr int64_t kUnlimited = INT64_MAX;
+
+  int64_t max_texts = 1024;                  // texts or pairs per request
+  int64_t max_text_bytes = 0;                // per text; 0: kTextBytesPerPosition * max_positions
+  int64_t memory_budget_bytes = kUnlimited;  // one model call; every single text must fit
+};
+
 // Asked during decoding for each sentence of a batch; true stops it early.
 using StopSentenceFn = std::function<bool(int64_t sentence)>;
 
 class ServedModel {
  public:
-  // Most texts one request may carry.
-  static constexpr size_t kMaxBatchTexts = 1024;
-
   // Loads <dir>/config.json, <dir>/model.safetensors and the tokenizer files the config
   // names, onto `device` ("cpu", "cuda", "cuda:N"). Throws ModelLoadError saying which file
   // is wrong and how.
@@ -72,19 +84,28 @@ class ServedModel {
   // The checks and the tokenization of a request, split from the model work so that a
   // batcher can check at arrival and run several requests as one batch. They throw
   // InvalidInputError for a request the model cannot serve (empty, too long, invalid UTF-8,
-  // options out of range, the wrong architecture), saying what to change.
+  // options out of range, the wrong architecture, a text whose model call alone would exceed
+  // the memory budget), saying what to change.
   TokenBatch PrepareTranslate(const std::vector<std::string>& texts,
-                              const TranslationOptions& options) const;
-  TokenBatch PrepareScoreTexts(const std::vector<std::string>& texts) const;
+                              const TranslationOptions& options,
+                              const RequestLimits& limits = {}) const;
+  TokenBatch PrepareScoreTexts(const std::vector<std::string>& texts,
+                               const RequestLimits& limits = {}) const;
   // Sources and targets of source/target pairs.
   std::pair<TokenBatch, TokenBatch> PrepareScorePairs(
-      const std::vector<std::pair<std::string, std::string>>& pairs) const;
+      const std::vector<std::pair<std::string, std::string>>& pairs,
+      const RequestLimits& limits = {}) const;
 
+  // The model work. Sentences run longest first, in as many model calls as the memory
+  // budget needs (decoding/memory_cost.h); results come back in input order.
   std::vector<std::vector<TranslationHypothesis>> TranslateTokens(
-      const TokenBatch& sources, const TranslationOptions& options,
-      const StopSentenceFn& stop = {}) const;
-  // LM texts (sources empty) or MT pairs.
-  std::vector<TextScore> ScoreTokens(const TokenBatch& sources, const TokenBatch& targets) const;
+      const TokenBatch& sources, const TranslationOptions& options, const StopSentenceFn& stop = {},
+      int64_t memory_budget_bytes = RequestLimits::kUnlimited) const;
+  // LM texts (sources empty) or MT pairs. A sentence that `stop` stops before its model call
+  // gets an empty score.
+  std::vector<TextScore> ScoreTokens(const TokenBatch& sources, const TokenBatch& targets,
+                                     const StopSentenceFn& stop = {},
+                                     int64_t memory_budget_bytes = RequestLimits::kUnlimited) const;
 
   // Prepare and run in one call.
   std::vector<std::vector<TranslationHypothesis>> Translate(
@@ -94,10 +115,10 @@ class ServedModel {
       const std::vector<std::pair<std::string, std::string>>& pairs) const;
 
   // Checks a Generate request and returns its prompt's tokens.
-  std::vector<int64_t> PrepareGenerate(const std::string& prompt,
-                                       const GenerationOptions& options) const;
-  // Continues the prompt; on_text receives each new piece of text as it is decided and
-  // returns false to stop (the client went away).
+  std::vector<int64_t> PrepareGenerate(const std::string& prompt, const GenerationOptions& options,
+                                       const RequestLimits& limits = {}) const;
+  // Continues the prompt; on_text receives each new piece of text as it is decided (always
+  // whole UTF-8 characters) and returns false to stop (the client went away).
   GenerationResult Generate(const std::vector<int64_t>& prompt, const GenerationOptions& options,
                             const std::function<bool(const std::string& delta)>& on_text) const;
 
@@ -111,6 +132,8 @@ class ServedModel {
  private:
   struct Runtime;
   ServedModel(std::string name, int64_t version, std::string dir, ModelConfig config);
+  // Throws InvalidInputError when one sentence alone would need more than `budget` bytes.
+  void CheckScoreFits(const TokenBatch& sources, const TokenBatch& targets, int64_t budget) const;
 
   std::string name_;
   int64_t version_;

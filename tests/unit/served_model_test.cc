@@ -339,7 +339,7 @@ TEST_F(ServedModelTest, InvalidInputsStateTheLimit) {
   EXPECT_INVALID_INPUT(mt->Translate({"\xc3\x28"}, ok), "UTF-8");
   EXPECT_INVALID_INPUT(mt->Translate({"\xed\xa0\x80"}, ok), "UTF-8");  // a surrogate
   EXPECT_INVALID_INPUT(
-      mt->Translate(std::vector<std::string>(ServedModel::kMaxBatchTexts + 1, "das Haus"), ok),
+      mt->Translate(std::vector<std::string>(RequestLimits{}.max_texts + 1, "das Haus"), ok),
       "at most 1024");
 
   // Length: max_positions 32 leaves 31 tokens for the text.
@@ -501,6 +501,96 @@ TEST_F(BrokenModelTest, EachBrokenFileIsNamed) {
   }
   // The untouched copy still loads (the breakage above is what failed).
   EXPECT_NO_THROW(ServedModel::Load(Copy("intact"), "intact", 1));
+}
+
+// The memory budget splits a batch into several model calls; the outputs must not change.
+TEST_F(ServedModelTest, ASplitBatchGivesTheSameOutputsAsOneCall) {
+  SCOPED_TRACE(testing::SeedMessage(seed_));
+  std::mt19937_64 rng(seed_ + 7);
+  const auto mt = ServedModel::Load(MtDir(), "deen", 1);
+  const auto lm = ServedModel::Load(LmDir(), "enlm", 3);
+  std::vector<std::string> texts;
+  std::vector<std::pair<std::string, std::string>> pairs;
+  const std::string corpus = testing::GenerateCorpus(rng, 24);
+  for (size_t start = 0, end; (end = corpus.find('\n', start)) != std::string::npos;
+       start = end + 1) {
+    // The first three words: within the test models' 31 tokens.
+    std::string line = corpus.substr(start, end - start);
+    size_t cut = 0;
+    for (int words = 0; words < 3 && cut != std::string::npos; ++words)
+      cut = line.find(' ', cut + 1);
+    texts.push_back(line.substr(0, cut));
+  }
+  ASSERT_GE(texts.size(), 20u);
+  for (size_t i = 0; i + 1 < texts.size(); ++i) pairs.emplace_back(texts[i], texts[i + 1]);
+
+  for (int64_t beam : {1, 3}) {
+    TranslationOptions options;
+    options.beam_size = beam;
+    options.n_best = beam;
+    const TokenBatch sources = mt->PrepareTranslate(texts, options);
+    const auto whole = mt->TranslateTokens(sources, options);
+    // One sentence per call: every budget below the cost of two sentences.
+    const int64_t one_by_one = 1;
+    const auto split = mt->TranslateTokens(sources, options, {}, one_by_one);
+    ASSERT_EQ(whole.size(), split.size());
+    for (size_t i = 0; i < whole.size(); ++i) {
+      ASSERT_EQ(whole[i].size(), split[i].size()) << "sentence " << i << " beam " << beam;
+      for (size_t h = 0; h < whole[i].size(); ++h) {
+        EXPECT_EQ(whole[i][h].text, split[i][h].text) << "sentence " << i << " beam " << beam;
+        EXPECT_NEAR(whole[i][h].score, split[i][h].score, 1e-4);
+      }
+    }
+  }
+  const auto [sources, targets] = mt->PrepareScorePairs(pairs);
+  const auto whole = mt->ScoreTokens(sources, targets);
+  const auto split = mt->ScoreTokens(sources, targets, {}, 1);
+  const TokenBatch lm_targets = lm->PrepareScoreTexts(texts);
+  const auto lm_whole = lm->ScoreTokens({}, lm_targets);
+  const auto lm_split = lm->ScoreTokens({}, lm_targets, {}, 1);
+  for (size_t i = 0; i < whole.size(); ++i) {
+    EXPECT_NEAR(whole[i].total_logprob, split[i].total_logprob, 1e-4) << "pair " << i;
+  }
+  for (size_t i = 0; i < lm_whole.size(); ++i) {
+    EXPECT_NEAR(lm_whole[i].total_logprob, lm_split[i].total_logprob, 1e-4) << "text " << i;
+  }
+}
+
+TEST_F(ServedModelTest, ATextThatAloneExceedsTheMemoryBudgetIsRefusedNamingIt) {
+  const auto mt = ServedModel::Load(MtDir(), "deen", 1);
+  const auto lm = ServedModel::Load(LmDir(), "enlm", 3);
+  RequestLimits tiny;
+  tiny.memory_budget_bytes = 1024;
+  TranslationOptions options;
+  EXPECT_INVALID_INPUT(mt->PrepareTranslate({"das Haus"}, options, tiny),
+                       "memory budget of 1.0 KiB");
+  EXPECT_INVALID_INPUT(mt->PrepareScorePairs({{"das Haus", "the house"}}, tiny),
+                       "memory budget of 1.0 KiB");
+  EXPECT_INVALID_INPUT(lm->PrepareScoreTexts({"the house"}, tiny), "memory_budget_mb");
+  GenerationOptions generate;
+  EXPECT_INVALID_INPUT(lm->PrepareGenerate("the", generate, tiny), "lower max_new_tokens");
+  // The default budget takes them.
+  EXPECT_NO_THROW(mt->PrepareTranslate({"das Haus"}, options));
+}
+
+TEST_F(ServedModelTest, BytesAreCheckedBeforeTokenizing) {
+  const auto mt = ServedModel::Load(MtDir(), "deen", 1);
+  RequestLimits limits;
+  limits.max_text_bytes = 10;
+  TranslationOptions options;
+  EXPECT_INVALID_INPUT(mt->PrepareTranslate({"das", "das Haus ist"}, options, limits),
+                       "text 1 is 12 bytes; this server takes at most 10 bytes per text");
+  // The default: 64 bytes per position (max_positions 32 here).
+  EXPECT_INVALID_INPUT(mt->PrepareTranslate({std::string(2049, 'a')}, options),
+                       "at most 2048 bytes");
+  // Invalid UTF-8 in a later text is found before an earlier text is tokenized: an earlier
+  // text too long in tokens would otherwise be reported first.
+  const std::string many_tokens = "das Haus " + std::string(200, 'x');
+  EXPECT_INVALID_INPUT(mt->PrepareTranslate({many_tokens, "\xff"}, options), "text 1");
+  limits.max_text_bytes = 0;
+  limits.max_texts = 2;
+  EXPECT_INVALID_INPUT(mt->PrepareScorePairs({{"a", "b"}, {"a", "b"}, {"a", "b"}}, limits),
+                       "at most 2");
 }
 
 TEST(ServedModelLoadTest, MissingDirectory) {
