@@ -24,18 +24,18 @@ Batcher::Batcher(std::string name, BatcherConfig config, BatchRunner runner,
 
 Batcher::~Batcher() { Stop(std::chrono::milliseconds(0)); }
 
-bool Batcher::Enqueue(std::shared_ptr<QueuedRequest> request, std::string* why) {
+Batcher::EnqueueResult Batcher::Enqueue(std::shared_ptr<QueuedRequest> request, std::string* why) {
   int64_t depth = 0;
   {
     std::lock_guard<std::mutex> lock(mutex_);
     if (!accepting_) {
       *why = "model '" + name_ + "' is shutting down";
-      return false;
+      return EnqueueResult::kStopping;
     }
     if (DepthLocked() >= config_.max_queue_size) {
       *why = "the queue of model '" + name_ + "' is full (max_queue_size " +
              std::to_string(config_.max_queue_size) + "); retry later or raise max_queue_size";
-      return false;
+      return EnqueueResult::kQueueFull;
     }
     const int priority = std::clamp(request->priority(), 0, static_cast<int>(queues_.size()) - 1);
     request->enqueued_at = Clock::now();
@@ -44,7 +44,7 @@ bool Batcher::Enqueue(std::shared_ptr<QueuedRequest> request, std::string* why) 
   }
   wake_.notify_one();
   Report(depth);
-  return true;
+  return EnqueueResult::kQueued;
 }
 
 void Batcher::Stop(std::chrono::milliseconds grace) {
@@ -74,26 +74,24 @@ void Batcher::Report(int64_t depth) {
   if (observer_.queue_depth) observer_.queue_depth(depth);
 }
 
-Clock::time_point Batcher::ExpireLocked(Clock::time_point now) {
+Clock::time_point Batcher::ExpireLocked(Clock::time_point now, std::vector<Rejected>* rejected) {
   Clock::time_point earliest = Clock::time_point::max();
   for (auto& queue : queues_) {
     for (auto it = queue.begin(); it != queue.end();) {
       const auto& r = *it;
       const bool expired = r->deadline() <= now;
-      if (expired || r->cancelled()) {
-        if (expired) {
-          r->Reject(QueuedRequest::Rejection::kDeadlineExceeded,
-                    "the deadline passed after " +
-                        std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(
-                                           now - r->enqueued_at)
-                                           .count()) +
-                        " ms in the queue of model '" + name_ + "'");
-        } else {
-          r->Reject(QueuedRequest::Rejection::kCancelled, "the client cancelled the call");
-        }
-        if (observer_.queued_for) {
-          observer_.queued_for(std::chrono::duration<double>(now - r->enqueued_at).count());
-        }
+      if (expired) {
+        rejected->push_back(
+            {r, QueuedRequest::Rejection::kDeadlineExceeded,
+             "the deadline passed after " +
+                 std::to_string(
+                     std::chrono::duration_cast<std::chrono::milliseconds>(now - r->enqueued_at)
+                         .count()) +
+                 " ms in the queue of model '" + name_ + "'"});
+        it = queue.erase(it);
+      } else if (r->cancelled()) {
+        rejected->push_back(
+            {r, QueuedRequest::Rejection::kCancelled, "the client cancelled the call"});
         it = queue.erase(it);
       } else {
         earliest = std::min(earliest, r->deadline());
@@ -102,6 +100,16 @@ Clock::time_point Batcher::ExpireLocked(Clock::time_point now) {
     }
   }
   return earliest;
+}
+
+void Batcher::Answer(std::vector<Rejected>& rejected, Clock::time_point now) {
+  for (Rejected& r : rejected) {
+    r.request->Reject(r.why, r.message);
+    if (observer_.queued_for) {
+      observer_.queued_for(std::chrono::duration<double>(now - r.request->enqueued_at).count());
+    }
+  }
+  rejected.clear();
 }
 
 std::vector<std::shared_ptr<QueuedRequest>> Batcher::TakeBatchLocked() {
@@ -144,19 +152,29 @@ std::vector<std::shared_ptr<QueuedRequest>> Batcher::TakeBatchLocked() {
 
 void Batcher::Schedule() {
   std::unique_lock<std::mutex> lock(mutex_);
+  std::vector<Rejected> rejected;
   for (;;) {
     const auto now = Clock::now();
     if (stopping_ && now >= stop_deadline_) {
       for (auto& queue : queues_) {
         for (auto& r : queue) {
-          r->Reject(QueuedRequest::Rejection::kShuttingDown,
-                    "the server shut down before model '" + name_ + "' reached this request");
+          rejected.push_back(
+              {r, QueuedRequest::Rejection::kShuttingDown,
+               "the server shut down before model '" + name_ + "' reached this request"});
         }
         queue.clear();
       }
       break;
     }
-    const Clock::time_point earliest_deadline = ExpireLocked(now);
+    const Clock::time_point earliest_deadline = ExpireLocked(now, &rejected);
+    if (!rejected.empty()) {
+      const int64_t depth = DepthLocked();
+      lock.unlock();
+      Answer(rejected, now);
+      Report(depth);
+      lock.lock();
+      continue;  // the queue may have changed meanwhile
+    }
     if (DepthLocked() == 0) {
       if (stopping_) break;
       wake_.wait(lock);
@@ -188,24 +206,28 @@ void Batcher::Schedule() {
     next_batch_ = TakeBatchLocked();
     executing_ = true;
     const int64_t depth = DepthLocked();
+    // Copies for the observers, which run without the lock.
+    std::vector<double> waited;
     int64_t batch_tokens = 0;
     for (const auto& r : next_batch_) {
       batch_tokens += r->tokens();
-      if (observer_.queued_for) {
-        observer_.queued_for(std::chrono::duration<double>(now - r->enqueued_at).count());
-      }
-    }
-    if (observer_.batch_formed) {
-      observer_.batch_formed(static_cast<int64_t>(next_batch_.size()), batch_tokens);
+      waited.push_back(std::chrono::duration<double>(now - r->enqueued_at).count());
     }
     batch_ready_.notify_one();
     lock.unlock();
+    if (observer_.queued_for) {
+      for (double seconds : waited) observer_.queued_for(seconds);
+    }
+    if (observer_.batch_formed) {
+      observer_.batch_formed(static_cast<int64_t>(waited.size()), batch_tokens);
+    }
     Report(depth);
     lock.lock();
   }
   scheduler_done_ = true;
   batch_ready_.notify_one();
   lock.unlock();
+  Answer(rejected, Clock::now());
   Report(0);
 }
 

@@ -27,6 +27,9 @@ struct BatcherConfig {
   std::chrono::microseconds max_queue_delay{2000};
   int64_t max_queue_size = 256;  // queued requests, all priorities together
   int priority_levels = 2;       // priority 0 is served first
+  // Memory of one model call (models/decoding/memory_cost.h): a batch that needs more runs
+  // as several calls, and a request with a text that alone needs more is refused at arrival.
+  int64_t memory_budget_bytes = int64_t{1} << 30;
 };
 
 using Clock = std::chrono::steady_clock;
@@ -65,9 +68,10 @@ class Batcher {
   // Stops with no grace: queued requests are rejected as shutting down.
   ~Batcher();
 
-  // Queues the request, or returns false (and leaves it untouched) when the queue is full or
-  // the batcher is stopping; *why then says so, naming the limit.
-  bool Enqueue(std::shared_ptr<QueuedRequest> request, std::string* why);
+  enum class EnqueueResult { kQueued, kQueueFull, kStopping };
+  // Queues the request, or leaves it untouched when the queue is full or the batcher is
+  // stopping; *why then says so, naming the limit.
+  EnqueueResult Enqueue(std::shared_ptr<QueuedRequest> request, std::string* why);
 
   // Stops accepting; runs what is queued until `grace` has passed, rejects the rest, and
   // returns once the batch in progress has finished.
@@ -77,10 +81,20 @@ class Batcher {
   const BatcherConfig& config() const { return config_; }
 
  private:
+  // A request that leaves the queue unserved. They are collected under the lock and
+  // answered after it is released: answering runs client code (gRPC, metrics).
+  struct Rejected {
+    std::shared_ptr<QueuedRequest> request;
+    QueuedRequest::Rejection why;
+    std::string message;
+  };
+
   void Schedule();
   void Execute();
-  // Drops cancelled and expired requests; returns the earliest deadline left.
-  Clock::time_point ExpireLocked(Clock::time_point now);
+  // Moves cancelled and expired requests to *rejected; returns the earliest deadline left.
+  Clock::time_point ExpireLocked(Clock::time_point now, std::vector<Rejected>* rejected);
+  // Answers them and reports their time in the queue; called without the lock.
+  void Answer(std::vector<Rejected>& rejected, Clock::time_point now);
   std::vector<std::shared_ptr<QueuedRequest>> TakeBatchLocked();
   int64_t DepthLocked() const;
   void Report(int64_t depth);
@@ -90,6 +104,9 @@ class Batcher {
   const BatchRunner runner_;
   const BatcherObserver observer_;
 
+  // Guards the queues and every field below up to the threads: accepting_, stopping_,
+  // stop_deadline_, executing_, next_batch_, scheduler_done_. Never held while a request is
+  // answered, a batch runs or an observer is called.
   mutable std::mutex mutex_;
   std::condition_variable wake_;
   std::vector<std::deque<std::shared_ptr<QueuedRequest>>> queues_;  // one per priority

@@ -1,8 +1,10 @@
 #include "server/calls.h"
 
+#include <cstdio>
+
 #include "models/errors.h"
-#include "server/metrics.h"
 #include "proto/status_names.h"
+#include "server/metrics.h"
 
 namespace normserve {
 
@@ -35,12 +37,14 @@ Clock::time_point SteadyDeadline(const grpc::CallbackServerContext* context) {
   return Clock::now() + std::chrono::duration_cast<Clock::duration>(left);
 }
 
-InferenceCall::InferenceCall(grpc::CallbackServerContext* context,
+InferenceCall::InferenceCall(Kind kind, grpc::CallbackServerContext* context,
                              std::shared_ptr<const ServedModel> model, int priority, int64_t tokens,
-                             std::string batch_key, Metrics* metrics, const char* rpc)
+                             std::string batch_key, const CallEnvironment& env, const char* rpc)
     : context_(context),
       model_(std::move(model)),
-      record_(metrics, rpc),
+      record_(env.metrics, rpc),
+      kind_(kind),
+      shutdown_(env.shutdown),
       priority_(priority),
       tokens_(tokens),
       batch_key_(std::move(batch_key)),
@@ -50,6 +54,14 @@ void InferenceCall::Finish(const grpc::Status& status) {
   if (finished_.exchange(true)) return;
   record_.Finish(status, model_.get());
   Respond(status);
+}
+
+grpc::Status InferenceCall::StoppedStatus() const {
+  if (cancelled())
+    return grpc::Status(grpc::StatusCode::CANCELLED, "the client cancelled the call");
+  return grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                      "the server shut down before this call finished "
+                      "(--shutdown-grace-secs); retry on another replica");
 }
 
 void InferenceCall::Reject(Rejection why, const std::string& message) {
@@ -79,10 +91,18 @@ std::string ModelKey(const ServedModel& model) {
          std::to_string(reinterpret_cast<uintptr_t>(&model));
 }
 
+// Exact: "%a" writes every bit of a double, so options that differ anywhere never share a
+// batch (std::to_string keeps 6 decimals).
+std::string ExactNumber(double value) {
+  char out[40];
+  std::snprintf(out, sizeof(out), "%a", value);
+  return out;
+}
+
 std::string TranslateKey(const ServedModel& model, const TranslationOptions& o) {
   return "translate|" + ModelKey(model) + "|" + std::to_string(o.beam_size) + "," +
-         std::to_string(o.n_best) + "," + std::to_string(o.length_penalty) + "," +
-         std::to_string(o.max_length_a) + "," + std::to_string(o.max_length_b) + "," +
+         std::to_string(o.n_best) + "," + ExactNumber(o.length_penalty) + "," +
+         ExactNumber(o.max_length_a) + "," + std::to_string(o.max_length_b) + "," +
          (o.return_tokens ? "t" : "f");
 }
 
@@ -102,9 +122,9 @@ TranslateCall::TranslateCall(grpc::CallbackServerContext* context,
                              grpc::ServerUnaryReactor* reactor,
                              std::shared_ptr<const ServedModel> model, int priority,
                              TokenBatch sources_in, TranslationOptions options_in,
-                             v1::TranslateResponse* response_in, Metrics* metrics)
-    : InferenceCall(context, model, priority, CountTokens(sources_in),
-                    TranslateKey(*model, options_in), metrics, "Translate"),
+                             v1::TranslateResponse* response_in, const CallEnvironment& env)
+    : InferenceCall(Kind::kTranslate, context, model, priority, CountTokens(sources_in),
+                    TranslateKey(*model, options_in), env, "Translate"),
       sources(std::move(sources_in)),
       options(options_in),
       response(response_in),
@@ -114,9 +134,11 @@ void TranslateCall::Respond(const grpc::Status& status) { reactor_->Finish(statu
 
 ScoreCall::ScoreCall(grpc::CallbackServerContext* context, grpc::ServerUnaryReactor* reactor,
                      std::shared_ptr<const ServedModel> model, int priority, TokenBatch sources_in,
-                     TokenBatch targets_in, v1::ScoreResponse* response_in, Metrics* metrics)
-    : InferenceCall(context, model, priority, CountTokens(sources_in) + CountTokens(targets_in),
-                    "score|" + ModelKey(*model), metrics, "Score"),
+                     TokenBatch targets_in, v1::ScoreResponse* response_in,
+                     const CallEnvironment& env)
+    : InferenceCall(Kind::kScore, context, model, priority,
+                    CountTokens(sources_in) + CountTokens(targets_in), "score|" + ModelKey(*model),
+                    env, "Score"),
       sources(std::move(sources_in)),
       targets(std::move(targets_in)),
       response(response_in),
@@ -128,11 +150,11 @@ GenerateCall::GenerateCall(grpc::CallbackServerContext* context,
                            std::shared_ptr<GenerateStream> stream,
                            std::shared_ptr<const ServedModel> model, int priority,
                            std::vector<int64_t> prompt_in, GenerationOptions options_in,
-                           Metrics* metrics)
-    : InferenceCall(context, model, priority, static_cast<int64_t>(prompt_in.size()) + 1,
-                    // Each stream decodes alone: a key no other call shares.
-                    "generate|" + std::to_string(reinterpret_cast<uintptr_t>(stream.get())),
-                    metrics, "Generate"),
+                           const CallEnvironment& env)
+    : InferenceCall(
+          Kind::kGenerate, context, model, priority, static_cast<int64_t>(prompt_in.size()) + 1,
+          // Each stream decodes alone: a key no other call shares.
+          "generate|" + std::to_string(reinterpret_cast<uintptr_t>(stream.get())), env, "Generate"),
       prompt(std::move(prompt_in)),
       options(std::move(options_in)),
       stream_(std::move(stream)) {}
@@ -209,7 +231,8 @@ std::vector<Call*> Downcast(std::vector<std::shared_ptr<QueuedRequest>>& batch) 
   return calls;
 }
 
-void RunTranslate(const std::vector<TranslateCall*>& calls, Metrics* metrics) {
+void RunTranslate(const std::vector<TranslateCall*>& calls, Metrics* metrics,
+                  int64_t memory_budget_bytes) {
   const ServedModel& model = calls.front()->model();
   TokenBatch sources;
   std::vector<size_t> owner;  // sentence -> call
@@ -219,9 +242,15 @@ void RunTranslate(const std::vector<TranslateCall*>& calls, Metrics* metrics) {
       owner.push_back(c);
     }
   }
+  std::vector<char> stopped(calls.size(), 0);  // the call's work ended early
   const auto results = model.TranslateTokens(
       sources, calls.front()->options,
-      [&](int64_t sentence) { return calls[owner[static_cast<size_t>(sentence)]]->cancelled(); });
+      [&](int64_t sentence) {
+        const size_t c = owner[static_cast<size_t>(sentence)];
+        if (calls[c]->ShouldStop()) stopped[c] = 1;
+        return stopped[c] != 0;
+      },
+      memory_budget_bytes);
   int64_t generated = 0;
   for (size_t i = 0; i < results.size(); ++i) {
     auto* translation = calls[owner[i]]->response->add_translations();
@@ -234,32 +263,42 @@ void RunTranslate(const std::vector<TranslateCall*>& calls, Metrics* metrics) {
     if (!results[i].empty()) generated += results[i].front().token_count;
   }
   metrics->AddTokens(model.name(), "generated", generated);
-  for (TranslateCall* call : calls) {
+  for (size_t c = 0; c < calls.size(); ++c) {
+    TranslateCall* call = calls[c];
     call->response->set_model(model.name());
     call->response->set_version(model.version());
     call->response->set_norm(model.norm_label());
-    call->Finish(call->cancelled()
-                     ? grpc::Status(grpc::StatusCode::CANCELLED, "the client cancelled the call")
-                     : grpc::Status::OK);
+    call->Finish(stopped[c] ? call->StoppedStatus() : grpc::Status::OK);
   }
 }
 
-void RunScore(const std::vector<ScoreCall*>& calls) {
+void RunScore(const std::vector<ScoreCall*>& calls, int64_t memory_budget_bytes) {
   const ServedModel& model = calls.front()->model();
   TokenBatch sources, targets;
-  for (const ScoreCall* call : calls) {
-    sources.insert(sources.end(), call->sources.begin(), call->sources.end());
-    targets.insert(targets.end(), call->targets.begin(), call->targets.end());
+  std::vector<size_t> owner;  // sentence -> call
+  for (size_t c = 0; c < calls.size(); ++c) {
+    sources.insert(sources.end(), calls[c]->sources.begin(), calls[c]->sources.end());
+    targets.insert(targets.end(), calls[c]->targets.begin(), calls[c]->targets.end());
+    owner.insert(owner.end(), calls[c]->targets.size(), c);
   }
-  const auto scores = model.ScoreTokens(sources, targets);
+  std::vector<char> stopped(calls.size(), 0);
+  const auto scores = model.ScoreTokens(
+      sources, targets,
+      [&](int64_t sentence) {
+        const size_t c = owner[static_cast<size_t>(sentence)];
+        if (calls[c]->ShouldStop()) stopped[c] = 1;
+        return stopped[c] != 0;
+      },
+      memory_budget_bytes);
   size_t next = 0;
-  for (ScoreCall* call : calls) {
+  for (size_t c = 0; c < calls.size(); ++c) {
+    ScoreCall* call = calls[c];
     call->response->set_model(model.name());
     call->response->set_version(model.version());
     call->response->set_norm(model.norm_label());
     for (size_t i = 0; i < call->targets.size(); ++i)
       FillScore(scores[next++], call->response->add_results());
-    call->Finish(grpc::Status::OK);
+    call->Finish(stopped[c] ? call->StoppedStatus() : grpc::Status::OK);
   }
 }
 
@@ -269,11 +308,11 @@ void RunGenerate(GenerateCall* call, Metrics* metrics) {
       model.Generate(call->prompt, call->options, [call](const std::string& delta) {
         v1::GenerateResponse piece;
         piece.set_text(delta);
-        return call->Send(std::move(piece)) && !call->cancelled();
+        return call->Send(std::move(piece)) && !call->ShouldStop();
       });
   metrics->AddTokens(model.name(), "generated", result.tokens);
   if (result.finish_reason == "cancelled") {
-    call->Finish(grpc::Status(grpc::StatusCode::CANCELLED, "the client cancelled the call"));
+    call->Finish(call->StoppedStatus());
     return;
   }
   v1::GenerateResponse last;
@@ -288,7 +327,8 @@ void RunGenerate(GenerateCall* call, Metrics* metrics) {
 
 }  // namespace
 
-void RunBatch(std::vector<std::shared_ptr<QueuedRequest>>& batch, Metrics* metrics) {
+void RunBatch(std::vector<std::shared_ptr<QueuedRequest>>& batch, Metrics* metrics,
+              int64_t memory_budget_bytes) {
   auto* first = static_cast<InferenceCall*>(batch.front().get());
   const ServedModel& model = first->model();
   int64_t source_tokens = 0;
@@ -296,13 +336,16 @@ void RunBatch(std::vector<std::shared_ptr<QueuedRequest>>& batch, Metrics* metri
   metrics->AddTokens(model.name(), "source", source_tokens);
   const auto start = Clock::now();
   try {
-    const std::string& key = first->batch_key();
-    if (key.rfind("translate|", 0) == 0) {
-      RunTranslate(Downcast<TranslateCall>(batch), metrics);
-    } else if (key.rfind("score|", 0) == 0) {
-      RunScore(Downcast<ScoreCall>(batch));
-    } else {
-      RunGenerate(static_cast<GenerateCall*>(first), metrics);
+    switch (first->kind()) {
+      case InferenceCall::Kind::kTranslate:
+        RunTranslate(Downcast<TranslateCall>(batch), metrics, memory_budget_bytes);
+        break;
+      case InferenceCall::Kind::kScore:
+        RunScore(Downcast<ScoreCall>(batch), memory_budget_bytes);
+        break;
+      case InferenceCall::Kind::kGenerate:
+        RunGenerate(static_cast<GenerateCall*>(first), metrics);
+        break;
     }
   } catch (const std::exception& e) {
     // The inputs were checked at arrival, so this is the server's fault, not the client's.

@@ -37,11 +37,30 @@ class CallRecord {
 // The gRPC deadline of a call on the batcher's clock.
 Clock::time_point SteadyDeadline(const grpc::CallbackServerContext* context);
 
+// The end of the shutdown grace period: model work still running then is abandoned within
+// one decoding step, and its calls are answered UNAVAILABLE. Never, until a shutdown sets it.
+class ShutdownDeadline {
+ public:
+  void Set(Clock::time_point at) { at_ = at.time_since_epoch().count(); }
+  bool Passed() const { return Clock::now().time_since_epoch().count() >= at_; }
+
+ private:
+  std::atomic<Clock::rep> at_{Clock::time_point::max().time_since_epoch().count()};
+};
+
+// What every call reports to and is stopped by.
+struct CallEnvironment {
+  Metrics* metrics;
+  const ShutdownDeadline* shutdown;
+};
+
 class InferenceCall : public QueuedRequest {
  public:
-  InferenceCall(grpc::CallbackServerContext* context, std::shared_ptr<const ServedModel> model,
-                int priority, int64_t tokens, std::string batch_key, Metrics* metrics,
-                const char* rpc);
+  enum class Kind { kTranslate, kScore, kGenerate };
+
+  InferenceCall(Kind kind, grpc::CallbackServerContext* context,
+                std::shared_ptr<const ServedModel> model, int priority, int64_t tokens,
+                std::string batch_key, const CallEnvironment& env, const char* rpc);
 
   const std::string& batch_key() const override { return batch_key_; }
   int64_t tokens() const override { return tokens_; }
@@ -50,7 +69,13 @@ class InferenceCall : public QueuedRequest {
   bool cancelled() const override { return context_->IsCancelled(); }
   void Reject(Rejection why, const std::string& message) override;
 
+  Kind kind() const { return kind_; }
   const ServedModel& model() const { return *model_; }
+  // True once running model work for this call should end: the client is gone or the
+  // shutdown grace period is over.
+  bool ShouldStop() const { return cancelled() || shutdown_->Passed(); }
+  // The status of a call whose work ShouldStop() ended.
+  grpc::Status StoppedStatus() const;
   // Answers the client, once: later calls do nothing.
   void Finish(const grpc::Status& status);
 
@@ -62,6 +87,8 @@ class InferenceCall : public QueuedRequest {
   CallRecord record_;
 
  private:
+  const Kind kind_;
+  const ShutdownDeadline* const shutdown_;
   const int priority_;
   const int64_t tokens_;
   const std::string batch_key_;
@@ -73,7 +100,8 @@ class TranslateCall : public InferenceCall {
  public:
   TranslateCall(grpc::CallbackServerContext* context, grpc::ServerUnaryReactor* reactor,
                 std::shared_ptr<const ServedModel> model, int priority, TokenBatch sources,
-                TranslationOptions options, v1::TranslateResponse* response, Metrics* metrics);
+                TranslationOptions options, v1::TranslateResponse* response,
+                const CallEnvironment& env);
 
   TokenBatch sources;
   TranslationOptions options;
@@ -88,7 +116,7 @@ class ScoreCall : public InferenceCall {
  public:
   ScoreCall(grpc::CallbackServerContext* context, grpc::ServerUnaryReactor* reactor,
             std::shared_ptr<const ServedModel> model, int priority, TokenBatch sources,
-            TokenBatch targets, v1::ScoreResponse* response, Metrics* metrics);
+            TokenBatch targets, v1::ScoreResponse* response, const CallEnvironment& env);
 
   TokenBatch sources;  // empty for language models
   TokenBatch targets;
@@ -106,7 +134,7 @@ class GenerateCall : public InferenceCall {
  public:
   GenerateCall(grpc::CallbackServerContext* context, std::shared_ptr<GenerateStream> stream,
                std::shared_ptr<const ServedModel> model, int priority, std::vector<int64_t> prompt,
-               GenerationOptions options, Metrics* metrics);
+               GenerationOptions options, const CallEnvironment& env);
   bool cancelled() const override;
   // Sends one piece; false once the client is gone.
   bool Send(v1::GenerateResponse message);
@@ -148,7 +176,9 @@ class GenerateStream : public grpc::ServerWriteReactor<v1::GenerateResponse>,
   std::shared_ptr<GenerateStream> self_;  // keeps this alive until OnDone
 };
 
-// Runs a batch of calls that share a batch key, i.e. one call type, version and options.
-void RunBatch(std::vector<std::shared_ptr<QueuedRequest>>& batch, Metrics* metrics);
+// Runs a batch of calls that share a batch key, i.e. one call kind, version and options, in
+// model calls of at most `memory_budget_bytes` each.
+void RunBatch(std::vector<std::shared_ptr<QueuedRequest>>& batch, Metrics* metrics,
+              int64_t memory_budget_bytes);
 
 }  // namespace normserve

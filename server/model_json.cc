@@ -35,9 +35,10 @@ ModelServingConfig ParseModelJson(const std::string& text, const std::string& so
     throw ModelLoadError(source + ": not valid JSON: " + e.what());
   }
   if (!root.is_object()) throw ModelLoadError(source + ": must be a JSON object");
-  static const char* kKnown[] = {"max_batch_size", "max_batch_tokens", "max_queue_delay_us",
-                                 "max_queue_size", "priority_levels",  "version_policy",
-                                 "group",          "weight",           "description"};
+  static const char* kKnown[] = {"max_batch_size",  "max_batch_tokens", "max_queue_delay_us",
+                                 "max_queue_size",  "priority_levels",  "version_policy",
+                                 "group",           "weight",           "description",
+                                 "memory_budget_mb"};
   for (const auto& [key, value] : root.items()) {
     if (std::find(std::begin(kKnown), std::end(kKnown), key) == std::end(kKnown)) {
       throw ModelLoadError(source + ": unknown field '" + key + "'");
@@ -53,6 +54,8 @@ ModelServingConfig ParseModelJson(const std::string& text, const std::string& so
   b.max_queue_size = Integer(root, "max_queue_size", b.max_queue_size, 1, 1 << 20, source);
   b.priority_levels =
       static_cast<int>(Integer(root, "priority_levels", b.priority_levels, 1, 16, source));
+  b.memory_budget_bytes =
+      Integer(root, "memory_budget_mb", b.memory_budget_bytes >> 20, 1, 1 << 20, source) << 20;
 
   if (root.contains("version_policy")) {
     const json& p = root["version_policy"];

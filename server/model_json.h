@@ -3,7 +3,7 @@
 //
 //   {
 //     "max_batch_size": 16, "max_batch_tokens": 4096, "max_queue_delay_us": 2000,
-//     "max_queue_size": 256, "priority_levels": 2,
+//     "max_queue_size": 256, "priority_levels": 2, "memory_budget_mb": 1024,
 //     "version_policy": {"latest": 1}            or {"specific": [1, 3]},
 //     "group": "deen", "weight": 1.0             a member of variant group "deen"
 //   }

@@ -32,6 +32,15 @@ Batching defaults, for models whose model.json does not set them:
   --max-batch-tokens N        tokens per batch (default 4096)
   --max-queue-delay-us N      how long a request waits for partners (default 2000)
   --max-queue-size N          queued requests per model before RESOURCE_EXHAUSTED (default 256)
+  --memory-budget-mb N        memory of one model call (default 1024): larger batches run as
+                              several calls; a text that alone needs more is INVALID_ARGUMENT
+Request limits (INVALID_ARGUMENT beyond them, checked before tokenizing):
+  --max-texts-per-request N   texts or pairs per request (default 1024)
+  --max-text-bytes N          bytes per text (default 0: 64 per position of the model, i.e.
+                              16384 for max_positions 256)
+  --max-message-bytes N       largest request message (default 4194304; RESOURCE_EXHAUSTED)
+  --tokenizer-threads N       threads that check and tokenize requests off gRPC's threads
+                              (default 2)
   --help                      this text
 )";
 
@@ -109,6 +118,16 @@ bool ParseServerOptions(const std::vector<std::string>& args, ServerOptions* o, 
       o->batching.max_queue_delay = std::chrono::microseconds(Integer(flag, value, 0, 10'000'000));
     } else if (flag == "--max-queue-size") {
       o->batching.max_queue_size = Integer(flag, value, 1, 1 << 20);
+    } else if (flag == "--memory-budget-mb") {
+      o->batching.memory_budget_bytes = Integer(flag, value, 1, 1 << 20) << 20;
+    } else if (flag == "--max-texts-per-request") {
+      o->limits.max_texts = Integer(flag, value, 1, 1 << 16);
+    } else if (flag == "--max-text-bytes") {
+      o->limits.max_text_bytes = Integer(flag, value, 0, 1 << 26);
+    } else if (flag == "--max-message-bytes") {
+      o->max_message_bytes = Integer(flag, value, 1024, 1 << 30);
+    } else if (flag == "--tokenizer-threads") {
+      o->tokenizer_threads = static_cast<int>(Integer(flag, value, 1, 64));
     } else {
       throw std::invalid_argument("unknown flag " + flag + "\n\n" + kUsage);
     }

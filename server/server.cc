@@ -12,6 +12,7 @@
 #include "server/log.h"
 #include "server/metrics.h"
 #include "server/model_repository.h"
+#include "server/parse_failure_interceptor.h"
 #include "server/service.h"
 #include "server/worker_pool.h"
 
@@ -30,7 +31,11 @@ std::shared_ptr<Batcher> MakeBatcher(const std::string& name, const BatcherConfi
     metrics->RecordBatch(name, requests, tokens);
   };
   return std::make_shared<Batcher>(
-      name, config, [metrics](auto& batch) { RunBatch(batch, metrics); }, observer);
+      name, config,
+      [metrics, budget = config.memory_budget_bytes](auto& batch) {
+        RunBatch(batch, metrics, budget);
+      },
+      observer);
 }
 
 }  // namespace
@@ -57,12 +62,17 @@ NormServer::NormServer(const ServerOptions& options)
   });
   repository_->LoadAll();
   service_ = std::make_unique<NormServeService>(repository_.get(), metrics, options.model_control,
-                                                management_.get());
+                                                management_.get(), options.limits,
+                                                options.tokenizer_threads);
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   builder.AddListeningPort(options.grpc_address, grpc::InsecureServerCredentials(), &grpc_port_);
+  builder.SetMaxReceiveMessageSize(static_cast<int>(options.max_message_bytes));
+  std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> interceptors;
+  interceptors.push_back(std::make_unique<ParseFailureInterceptorFactory>());
+  builder.experimental().SetInterceptorCreators(std::move(interceptors));
   builder.RegisterService(service_.get());
   {
     std::lock_guard<std::mutex> lock(health_mutex_);
@@ -114,7 +124,9 @@ void NormServer::Shutdown() {
       std::lock_guard<std::mutex> lock(health_mutex_);
       server_->GetHealthCheckService()->Shutdown();  // everything NOT_SERVING from now on
     }
-    service_->StartDraining();
+    // The grace is a bound: queued calls are rejected and running model work stops at its
+    // end, so the batchers' Stop below returns by then (plus one decoding step).
+    service_->StartDraining(Clock::now() + grace);
     std::vector<std::thread> drains;
     for (auto& batcher : repository_->batchers()) {
       drains.emplace_back([batcher, grace] { batcher->Stop(grace); });

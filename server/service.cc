@@ -56,6 +56,14 @@ bool ToQueuePriority(uint32_t requested, int levels, int* queue_priority, std::s
   return true;
 }
 
+// Answers a unary call that was refused before it became a model call, and counts it.
+auto UnaryRefusal(Metrics* metrics, const char* rpc, grpc::ServerUnaryReactor* reactor) {
+  return [metrics, rpc, reactor](const grpc::Status& status, const ServedModel* model) {
+    CallRecord(metrics, rpc).Finish(status, model);
+    reactor->Finish(status);
+  };
+}
+
 void FillInfo(const ModelStatus& s, v1::ModelInfo* out) {
   out->set_name(s.name);
   out->set_state(s.state);
@@ -80,24 +88,45 @@ void FillInfo(const ModelStatus& s, v1::ModelInfo* out) {
 
 }  // namespace
 
-NormServeService::NormServeService(ModelRepository* repository, Metrics* metrics,
-                                   ModelControl control, WorkerPool* management)
-    : repository_(repository), metrics_(metrics), control_(control), management_(management) {}
+// Requests that may wait for a tokenizer thread before new ones get RESOURCE_EXHAUSTED.
+constexpr size_t kMaxWaitingToTokenize = 1024;
 
-// The common path of the inference RPCs: refuse while draining, resolve the model, check
-// and tokenize the request (prepare() builds the call), then queue it.
-template <typename Request, typename Prepare>
-grpc::ServerUnaryReactor* NormServeService::Infer(grpc::CallbackServerContext* context,
-                                                  const char* rpc, const Request& request,
-                                                  Prepare prepare) {
-  auto* reactor = context->DefaultReactor();
-  const auto refuse = [&](const grpc::Status& status, const ServedModel* model) {
-    CallRecord(metrics_, rpc).Finish(status, model);
-    reactor->Finish(status);
-    return reactor;
-  };
+NormServeService::NormServeService(ModelRepository* repository, Metrics* metrics,
+                                   ModelControl control, WorkerPool* management,
+                                   const RequestLimits& limits, int tokenizer_threads)
+    : repository_(repository),
+      metrics_(metrics),
+      control_(control),
+      management_(management),
+      limits_(limits),
+      env_{metrics, &shutdown_},
+      tokenizer_(std::make_unique<WorkerPool>(tokenizer_threads, kMaxWaitingToTokenize)) {}
+
+NormServeService::~NormServeService() { StartDraining(Clock::now()); }
+
+void NormServeService::StartDraining(Clock::time_point abandon_at) {
+  shutdown_.Set(abandon_at);
+  draining_ = true;
+  std::unique_ptr<WorkerPool> tokenizer;
+  {
+    std::lock_guard<std::mutex> lock(tokenizer_mutex_);
+    tokenizer = std::move(tokenizer_);
+  }
+  tokenizer.reset();  // the waiting requests see draining_ and are answered UNAVAILABLE
+}
+
+bool NormServeService::SubmitTokenizing(std::function<void()> task) {
+  std::lock_guard<std::mutex> lock(tokenizer_mutex_);
+  return tokenizer_ && tokenizer_->Submit(std::move(task));
+}
+
+template <typename Prepare, typename Refuse>
+void NormServeService::Infer(grpc::CallbackServerContext* context, const std::string& name,
+                             int64_t version, uint32_t requested_priority, Prepare prepare,
+                             Refuse refuse) {
+  // The cheap checks first, on gRPC's thread.
   if (draining_) return refuse(kDraining, nullptr);
-  if (request.model().empty()) {
+  if (name.empty()) {
     return refuse(
         grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
                      "the request names no model; available: " + repository_->ReadyNames()),
@@ -105,43 +134,83 @@ grpc::ServerUnaryReactor* NormServeService::Infer(grpc::CallbackServerContext* c
   }
   ModelRepository::LookupError error;
   std::string message;
-  ServingTarget target = repository_->Resolve(request.model(), request.version(), &error, &message);
+  ServingTarget target = repository_->Resolve(name, version, &error, &message);
   if (!target.model) return refuse(grpc::Status(LookupCode(error), message), nullptr);
   int priority = 0;
-  if (!ToQueuePriority(request.priority(), target.batcher->config().priority_levels, &priority,
+  if (!ToQueuePriority(requested_priority, target.batcher->config().priority_levels, &priority,
                        &message)) {
     return refuse(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, message), target.model.get());
   }
-  std::shared_ptr<InferenceCall> call;
-  try {
-    call = prepare(target.model, priority);
-  } catch (const InvalidInputError& e) {
-    return refuse(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, e.what()), target.model.get());
+  RequestLimits limits = limits_;
+  limits.memory_budget_bytes = target.batcher->config().memory_budget_bytes;
+  // Tokenizing costs time that grows faster than the text (SentencePiece), so it runs on
+  // the tokenizer threads, after the byte and count checks inside prepare().
+  const bool submitted = SubmitTokenizing([this, context, target, priority, limits, prepare,
+                                           refuse] {
+    const ServedModel* model = target.model.get();
+    if (draining_) return refuse(kDraining, model);
+    if (context->IsCancelled()) {
+      const bool expired = SteadyDeadline(context) <= Clock::now();
+      return refuse(
+          grpc::Status(expired ? grpc::StatusCode::DEADLINE_EXCEEDED : grpc::StatusCode::CANCELLED,
+                       expired ? "the deadline passed before the request was tokenized"
+                               : "the client cancelled the call"),
+          model);
+    }
+    std::shared_ptr<InferenceCall> call;
+    try {
+      call = prepare(target.model, priority, limits);
+    } catch (const InvalidInputError& e) {
+      return refuse(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, e.what()), model);
+    }
+    std::string why;
+    switch (target.batcher->Enqueue(call, &why)) {
+      case Batcher::EnqueueResult::kQueued:
+        break;
+      case Batcher::EnqueueResult::kQueueFull:
+        call->Finish(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED, why));
+        break;
+      case Batcher::EnqueueResult::kStopping:
+        call->Finish(grpc::Status(grpc::StatusCode::UNAVAILABLE, why));
+        break;
+    }
+  });
+  if (!submitted) {
+    refuse(draining_ ? kDraining
+                     : grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                                    std::to_string(kMaxWaitingToTokenize) +
+                                        " requests already wait to be tokenized; retry later"),
+           target.model.get());
   }
-  if (!target.batcher->Enqueue(call, &message)) {
-    call->Finish(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED, message));
-  }
-  return reactor;
 }
 
 grpc::ServerUnaryReactor* NormServeService::Translate(grpc::CallbackServerContext* context,
                                                       const v1::TranslateRequest* request,
                                                       v1::TranslateResponse* response) {
-  return Infer(
-      context, "Translate", *request, [&](std::shared_ptr<const ServedModel> model, int priority) {
+  auto* reactor = context->DefaultReactor();
+  Infer(
+      context, request->model(), request->version(), request->priority(),
+      // DefaultReactor() constructs the reactor anew on each call: call it once, here.
+      [this, context, reactor, request, response](std::shared_ptr<const ServedModel> model,
+                                                  int priority, const RequestLimits& limits) {
         const TranslationOptions options = FromProto(request->options());
-        TokenBatch sources =
-            model->PrepareTranslate({request->texts().begin(), request->texts().end()}, options);
-        return std::make_shared<TranslateCall>(context, context->DefaultReactor(), model, priority,
-                                               std::move(sources), options, response, metrics_);
-      });
+        TokenBatch sources = model->PrepareTranslate(
+            {request->texts().begin(), request->texts().end()}, options, limits);
+        return std::make_shared<TranslateCall>(context, reactor, model, priority,
+                                               std::move(sources), options, response, env_);
+      },
+      UnaryRefusal(metrics_, "Translate", reactor));
+  return reactor;
 }
 
 grpc::ServerUnaryReactor* NormServeService::Score(grpc::CallbackServerContext* context,
                                                   const v1::ScoreRequest* request,
                                                   v1::ScoreResponse* response) {
-  return Infer(
-      context, "Score", *request, [&](std::shared_ptr<const ServedModel> model, int priority) {
+  auto* reactor = context->DefaultReactor();
+  Infer(
+      context, request->model(), request->version(), request->priority(),
+      [this, context, reactor, request, response](std::shared_ptr<const ServedModel> model,
+                                                  int priority, const RequestLimits& limits) {
         if (request->texts_size() > 0 && request->pairs_size() > 0) {
           throw InvalidInputError(
               "send either texts (language models) or pairs (translation "
@@ -151,58 +220,38 @@ grpc::ServerUnaryReactor* NormServeService::Score(grpc::CallbackServerContext* c
         if (model->config().is_mt() && request->pairs_size() > 0) {
           std::vector<std::pair<std::string, std::string>> pairs;
           for (const auto& p : request->pairs()) pairs.emplace_back(p.source(), p.target());
-          std::tie(sources, targets) = model->PrepareScorePairs(pairs);
+          std::tie(sources, targets) = model->PrepareScorePairs(pairs, limits);
         } else if (!model->config().is_mt() && request->pairs_size() > 0) {
           throw InvalidInputError("model '" + model->name() +
                                   "' is a transformer_lm: score texts, not pairs");
         } else {
-          targets = model->PrepareScoreTexts({request->texts().begin(), request->texts().end()});
+          targets =
+              model->PrepareScoreTexts({request->texts().begin(), request->texts().end()}, limits);
         }
-        return std::make_shared<ScoreCall>(context, context->DefaultReactor(), model, priority,
-                                           std::move(sources), std::move(targets), response,
-                                           metrics_);
-      });
+        return std::make_shared<ScoreCall>(context, reactor, model, priority, std::move(sources),
+                                           std::move(targets), response, env_);
+      },
+      UnaryRefusal(metrics_, "Score", reactor));
+  return reactor;
 }
 
 grpc::ServerWriteReactor<v1::GenerateResponse>* NormServeService::Generate(
     grpc::CallbackServerContext* context, const v1::GenerateRequest* request) {
   auto stream = GenerateStream::Create();
-  const auto refuse = [&](const grpc::Status& status, const ServedModel* model) {
-    CallRecord(metrics_, "Generate").Finish(status, model);
-    stream->Complete(status);
-    return stream->reactor();
-  };
-  if (draining_) return refuse(kDraining, nullptr);
-  ModelRepository::LookupError error;
-  std::string message;
-  ServingTarget target =
-      repository_->Resolve(request->model(), request->version(), &error, &message);
-  if (!target.model) {
-    if (request->model().empty()) {
-      return refuse(
-          grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
-                       "the request names no model; available: " + repository_->ReadyNames()),
-          nullptr);
-    }
-    return refuse(grpc::Status(LookupCode(error), message), nullptr);
-  }
-  int priority = 0;
-  if (!ToQueuePriority(request->priority(), target.batcher->config().priority_levels, &priority,
-                       &message)) {
-    return refuse(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, message), target.model.get());
-  }
-  std::shared_ptr<GenerateCall> call;
-  try {
-    const GenerationOptions options = FromProto(request->options());
-    std::vector<int64_t> prompt = target.model->PrepareGenerate(request->prompt(), options);
-    call = std::make_shared<GenerateCall>(context, stream, target.model, priority,
-                                          std::move(prompt), options, metrics_);
-  } catch (const InvalidInputError& e) {
-    return refuse(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, e.what()), target.model.get());
-  }
-  if (!target.batcher->Enqueue(call, &message)) {
-    call->Finish(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED, message));
-  }
+  Metrics* metrics = metrics_;
+  Infer(
+      context, request->model(), request->version(), request->priority(),
+      [this, context, request, stream](std::shared_ptr<const ServedModel> model, int priority,
+                                       const RequestLimits& limits) {
+        const GenerationOptions options = FromProto(request->options());
+        std::vector<int64_t> prompt = model->PrepareGenerate(request->prompt(), options, limits);
+        return std::make_shared<GenerateCall>(context, stream, model, priority, std::move(prompt),
+                                              options, env_);
+      },
+      [metrics, stream](const grpc::Status& status, const ServedModel* model) {
+        CallRecord(metrics, "Generate").Finish(status, model);
+        stream->Complete(status);
+      });
   return stream->reactor();
 }
 

@@ -4,8 +4,12 @@
 #pragma once
 
 #include <atomic>
+#include <memory>
+#include <mutex>
 
+#include "models/served_model.h"
 #include "normserve/v1/normserve.grpc.pb.h"
+#include "server/calls.h"
 #include "server/model_repository_fwd.h"
 
 namespace normserve {
@@ -17,11 +21,16 @@ enum class ModelControl { kNone, kPoll, kExplicit };
 
 class NormServeService final : public v1::NormServe::CallbackService {
  public:
+  // `limits` bound every request (memory_budget_bytes comes from each model's batcher);
+  // `tokenizer_threads` check and tokenize requests.
   NormServeService(ModelRepository* repository, Metrics* metrics, ModelControl control,
-                   WorkerPool* management);
+                   WorkerPool* management, const RequestLimits& limits, int tokenizer_threads);
+  ~NormServeService() override;
 
-  // From now on every new call gets UNAVAILABLE.
-  void StartDraining() { draining_ = true; }
+  // From now on every new call gets UNAVAILABLE, requests still waiting to be tokenized are
+  // answered so, and model work still running at `abandon_at` stops within one step with
+  // UNAVAILABLE. Returns once no request is being tokenized.
+  void StartDraining(Clock::time_point abandon_at);
 
   grpc::ServerUnaryReactor* Translate(grpc::CallbackServerContext* context,
                                       const v1::TranslateRequest* request,
@@ -45,16 +54,27 @@ class NormServeService final : public v1::NormServe::CallbackService {
                                         v1::UnloadModelResponse* response) override;
 
  private:
-  template <typename Request, typename Prepare>
-  grpc::ServerUnaryReactor* Infer(grpc::CallbackServerContext* context, const char* rpc,
-                                  const Request& request, Prepare prepare);
+  // Resolves the model of an inference call and tokenizes it off gRPC's threads:
+  // `prepare(model, priority, limits)` checks and tokenizes the request and returns the
+  // call, which then waits in the model's batcher. `refuse(status, model)` answers a call
+  // that never became one.
+  template <typename Prepare, typename Refuse>
+  void Infer(grpc::CallbackServerContext* context, const std::string& model, int64_t version,
+             uint32_t priority, Prepare prepare, Refuse refuse);
+  // Runs `task` on the tokenizer threads; false when too many requests already wait.
+  bool SubmitTokenizing(std::function<void()> task);
   grpc::Status CheckManagement(const std::string& model) const;
 
   ModelRepository* const repository_;
   Metrics* const metrics_;
   const ModelControl control_;
   WorkerPool* const management_;
+  const RequestLimits limits_;
+  ShutdownDeadline shutdown_;
+  const CallEnvironment env_;
   std::atomic<bool> draining_{false};
+  std::mutex tokenizer_mutex_;  // guards tokenizer_: StartDraining takes it away
+  std::unique_ptr<WorkerPool> tokenizer_;
 };
 
 }  // namespace normserve

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <condition_variable>
+#include <cstdint>
 #include <deque>
 #include <functional>
 #include <mutex>
@@ -13,16 +14,19 @@ namespace normserve {
 
 class WorkerPool {
  public:
-  explicit WorkerPool(int threads);
+  // At most `max_queued` tasks wait for a thread; Submit refuses more.
+  explicit WorkerPool(int threads, size_t max_queued = SIZE_MAX);
   // Runs every task already submitted, then joins.
   ~WorkerPool();
 
-  void Submit(std::function<void()> task);
+  // Queues the task; false (and the task dropped) when max_queued tasks already wait.
+  bool Submit(std::function<void()> task);
 
  private:
   void Run();
 
-  std::mutex mutex_;
+  const size_t max_queued_;
+  std::mutex mutex_;  // guards tasks_ and stopping_
   std::condition_variable ready_;
   std::deque<std::function<void()>> tasks_;
   bool stopping_ = false;

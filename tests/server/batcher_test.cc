@@ -78,7 +78,7 @@ BatcherConfig Config(int64_t size, int64_t tokens, std::chrono::microseconds del
 
 bool Enqueue(Batcher& b, const std::shared_ptr<FakeRequest>& r) {
   std::string why;
-  return b.Enqueue(r, &why);
+  return b.Enqueue(r, &why) == Batcher::EnqueueResult::kQueued;
 }
 
 // Puts a request in the held runner, so that what comes next waits in the queue.
@@ -154,7 +154,8 @@ TEST(BatcherTest, AFullQueueRejectsAtOnceNamingTheLimit) {
   auto running = OccupyExecutor(batcher, recorder, "k");
   for (int i = 0; i < 3; ++i) ASSERT_TRUE(Enqueue(batcher, std::make_shared<FakeRequest>("k", 1)));
   std::string why;
-  EXPECT_FALSE(batcher.Enqueue(std::make_shared<FakeRequest>("k", 1), &why));
+  EXPECT_EQ(batcher.Enqueue(std::make_shared<FakeRequest>("k", 1), &why),
+            Batcher::EnqueueResult::kQueueFull);
   EXPECT_NE(why.find("max_queue_size 3"), std::string::npos) << why;
   recorder.Release();
 }
@@ -252,7 +253,8 @@ TEST(BatcherTest, StopRunsQueuedRequestsWithinGraceAndRejectsTheRest) {
   ASSERT_TRUE(queued->Wait());
   EXPECT_EQ(queued->rejection, QueuedRequest::Rejection::kShuttingDown);
   std::string why;
-  EXPECT_FALSE(batcher.Enqueue(std::make_shared<FakeRequest>("k", 1), &why));
+  EXPECT_EQ(batcher.Enqueue(std::make_shared<FakeRequest>("k", 1), &why),
+            Batcher::EnqueueResult::kStopping);
   EXPECT_NE(why.find("shutting down"), std::string::npos);
 }
 
@@ -269,7 +271,8 @@ TEST(BatcherTest, EveryAnswerReachesItsOwnCallerUnderConcurrency) {
         auto r = std::make_shared<FakeRequest>(random() % 2 ? "a" : "b", 1 + random() % 50);
         r->payload = t * 100000 + i;
         std::string why;
-        if (!batcher.Enqueue(r, &why) || !r->Wait() || !r->completed) {
+        if (batcher.Enqueue(r, &why) != Batcher::EnqueueResult::kQueued || !r->Wait() ||
+            !r->completed) {
           ++lost;
         } else if (r->result != r->payload * 2) {
           ++wrong;
