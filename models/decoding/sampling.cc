@@ -56,11 +56,13 @@ SamplingStop SampleContinuation(const Transformer& model, const std::vector<int6
       return SamplingStop::kEndOfSequence;
     }
     int64_t token = 0;
-    if (options.temperature <= 0) {
+    // Below float's smallest normal number a temperature is greedy in effect, and dividing
+    // by it (flushed to 0 by vectorized kernels) would give 0/0 = NaN.
+    if (options.temperature < std::numeric_limits<float>::min()) {
       token = logits.argmax().item<int64_t>();
     } else {
-      // Shifted so that the best logit is 0 before dividing: a tiny temperature then gives
-      // -inf, never +inf, which softmax turns into NaN.
+      // Shifted so that the best logit is 0 before dividing: a small temperature then gives
+      // -inf, never +inf, which softmax would turn into NaN.
       const at::Tensor scaled = (logits - logits.max()) / options.temperature;
       const at::Tensor probs = at::softmax(Truncate(scaled, options.top_k, options.top_p), 0);
       token = at::multinomial(probs, 1, /*replacement=*/false, generator).item<int64_t>();

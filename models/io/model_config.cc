@@ -51,23 +51,33 @@ constexpr int64_t kMaxPositionTableEntries = int64_t{1} << 28;
 
 template <typename T>
 const char* TypeName() {
-  if constexpr (std::is_same_v<T, bool>) return "true or false";
-  if constexpr (std::is_same_v<T, int64_t>) return "an integer";
-  if constexpr (std::is_same_v<T, double>) return "a number";
-  if constexpr (std::is_same_v<T, std::string>) return "a string";
+  if constexpr (std::is_same_v<T, bool>) {
+    return "true or false";
+  } else if constexpr (std::is_same_v<T, int64_t>) {
+    return "an integer";
+  } else if constexpr (std::is_same_v<T, double>) {
+    return "a number";
+  } else {
+    static_assert(std::is_same_v<T, std::string>);
+    return "a string";
+  }
 }
 
 // Strict JSON types: nlohmann's get<>() would turn true into 1, 2.7 into 2 and a huge
 // unsigned into a negative integer.
 template <typename T>
 bool HasType(const json& v) {
-  if constexpr (std::is_same_v<T, bool>) return v.is_boolean();
-  if constexpr (std::is_same_v<T, int64_t>) {
+  if constexpr (std::is_same_v<T, bool>) {
+    return v.is_boolean();
+  } else if constexpr (std::is_same_v<T, int64_t>) {
     return v.is_number_integer() &&
            !(v.is_number_unsigned() && v.get<uint64_t>() > uint64_t{INT64_MAX});
+  } else if constexpr (std::is_same_v<T, double>) {
+    return v.is_number();
+  } else {
+    static_assert(std::is_same_v<T, std::string>);
+    return v.is_string();
   }
-  if constexpr (std::is_same_v<T, double>) return v.is_number();
-  if constexpr (std::is_same_v<T, std::string>) return v.is_string();
 }
 
 class Reader {
