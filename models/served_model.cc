@@ -172,7 +172,9 @@ std::shared_ptr<const ServedModel> ServedModel::Load(const std::string& dir, std
       LoadTokenizer(dir, c.target_tokenizer, c.target_vocab_size, c.is_mt() ? "target" : "LM");
   const std::string weights_path = dir + "/model.safetensors";
   c10::InferenceMode guard;
-  WeightStore store(weights_path, LoadWeights(weights_path));
+  std::map<std::string, at::Tensor> weights = LoadWeights(weights_path);
+  RequireFiniteWeights(weights, weights_path);
+  WeightStore store(weights_path, std::move(weights));
   rt.transformer = std::make_unique<Transformer>(c, store);
   rt.transformer->To(c10::Device(device));
   return model;

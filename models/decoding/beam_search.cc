@@ -103,7 +103,16 @@ std::vector<std::vector<Hypothesis>> BeamSearch(const Transformer& model,
         }
       }
       // A sentence whose limit forced </s> on every beam ends here even with fewer than K.
+      // So does one left with no possible token (non-finite scores); if it has no finished
+      // hypothesis yet, its first beam so far becomes one, with score -inf.
       if (!s.done && kept == 0) {
+        if (s.finished.empty()) {
+          Hypothesis h;
+          const int64_t row = b * k;
+          h.tokens.assign(&history_a[row][0], &history_a[row][0] + step);
+          h.logprob = h.score = -std::numeric_limits<double>::infinity();
+          s.finished.push_back(std::move(h));
+        }
         s.done = true;
         --remaining;
       }

@@ -6,6 +6,11 @@
 #include "models/decoding/token_mask.h"
 
 namespace normserve {
+namespace {
+
+constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+
+}  // namespace
 
 std::vector<Hypothesis> GreedySearch(const Transformer& model, const EncoderOutput& memory,
                                      const std::vector<int64_t>& max_lengths, double length_penalty,
@@ -37,7 +42,8 @@ std::vector<Hypothesis> GreedySearch(const Transformer& model, const EncoderOutp
     for (int64_t b = 0; b < batch; ++b) {
       if (finished[b]) continue;
       out[b].logprob += best_a[b];
-      if (index_a[b] == special.eos) {
+      // No possible token (non-finite scores) ends the sentence like </s>, with score -inf.
+      if (index_a[b] == special.eos || best_a[b] == kNegInf) {
         finished[b] = true;
         --remaining;
         out[b].score = NormalizedScore(out[b].logprob, out[b].tokens.size() + 1, length_penalty);

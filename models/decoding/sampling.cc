@@ -3,6 +3,8 @@
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
 
+#include <limits>
+
 #include "models/decoding/search.h"
 #include "models/decoding/token_mask.h"
 
@@ -42,14 +44,27 @@ SamplingStop SampleContinuation(const Transformer& model, const std::vector<int6
   for (int64_t produced = 0; produced < options.max_new_tokens; ++produced) {
     // One row of logits: sampled on the host, where the seeded generator lives.
     at::Tensor logits = model.Decode(next, state).select(0, 0).select(0, -1).cpu().clone();
+    // A NaN or +inf logit (overflowed activations) leaves no distribution to sample from, as
+    // log_softmax leaves none to the searches; nor does a row with nothing above -inf. The
+    // continuation ends there.
+    if ((logits.isnan() | logits.isposinf()).any().item<bool>()) {
+      return SamplingStop::kEndOfSequence;
+    }
     at::Tensor row = logits.unsqueeze(0);
     MaskNonOutputTokens(row, special);
+    if (logits.max().item<float>() == -std::numeric_limits<float>::infinity()) {
+      return SamplingStop::kEndOfSequence;
+    }
     int64_t token = 0;
-    if (options.temperature <= 0) {
+    // Below float's smallest normal number a temperature is greedy in effect, and dividing
+    // by it (flushed to 0 by vectorized kernels) would give 0/0 = NaN.
+    if (options.temperature < std::numeric_limits<float>::min()) {
       token = logits.argmax().item<int64_t>();
     } else {
-      const at::Tensor probs =
-          at::softmax(Truncate(logits / options.temperature, options.top_k, options.top_p), 0);
+      // Shifted so that the best logit is 0 before dividing: a small temperature then gives
+      // -inf, never +inf, which softmax would turn into NaN.
+      const at::Tensor scaled = (logits - logits.max()) / options.temperature;
+      const at::Tensor probs = at::softmax(Truncate(scaled, options.top_k, options.top_p), 0);
       token = at::multinomial(probs, 1, /*replacement=*/false, generator).item<int64_t>();
     }
     if (token == special.eos) return SamplingStop::kEndOfSequence;

@@ -9,7 +9,10 @@
 
 namespace normserve {
 
-// <pad> and <s> are never outputs.
+// <pad> and <s> are never outputs, and neither is a token whose score is NaN (a model whose
+// activations overflowed): its score becomes -inf, so that NaN never wins a comparison,
+// poisons a hypothesis' running sum or breaks a sort. A row left with no token above -inf
+// has nothing to decode; each search ends that sentence there.
 void MaskNonOutputTokens(at::Tensor& logprobs, const SpecialTokens& special);
 
 // Rows whose sentence has reached its length limit may only emit </s>. Row r belongs to

@@ -3,7 +3,10 @@
 #include <algorithm>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <set>
 #include <sstream>
+#include <type_traits>
+#include <utility>
 
 #include "models/errors.h"
 
@@ -15,6 +18,67 @@ using nlohmann::json;
 constexpr NormSite kAllSites[] = {NormSite::kEncoderSelfAttn, NormSite::kEncoderFfn,
                                   NormSite::kDecoderSelfAttn, NormSite::kDecoderCrossAttn,
                                   NormSite::kDecoderFfn,      NormSite::kFinal};
+
+// Fields config.json may hold; any other key is refused, so that a misspelt field cannot
+// silently leave its default in place.
+const std::set<std::string> kTopLevelFields = {"architecture",
+                                               "embed_dim",
+                                               "ffn_dim",
+                                               "attention_heads",
+                                               "encoder_layers",
+                                               "decoder_layers",
+                                               "normalize_before",
+                                               "activation",
+                                               "positions",
+                                               "max_positions",
+                                               "share_all_embeddings",
+                                               "share_decoder_input_output_embed",
+                                               "source_vocab_size",
+                                               "target_vocab_size",
+                                               "vocab_size",
+                                               "tokenizer",
+                                               "special_tokens",
+                                               "norm"};
+const std::set<std::string> kNormFields = {"type",       "eps",           "bias",   "p",
+                                           "k_rounding", "eps_placement", "groups", "group_eps"};
+const std::set<std::string> kSpecialTokenFields = {"bos", "pad", "eos", "unk"};
+const std::set<std::string> kTokenizerFields = {"source", "target", "model"};
+
+// The sinusoidal position tables hold (max_positions + pad + 1) x embed_dim floats each and
+// are computed at load from the config alone: bounded so that a config cannot make the
+// server allocate and fill many GiB before any weight is checked.
+constexpr int64_t kMaxPositionTableEntries = int64_t{1} << 28;
+
+template <typename T>
+const char* TypeName() {
+  if constexpr (std::is_same_v<T, bool>) {
+    return "true or false";
+  } else if constexpr (std::is_same_v<T, int64_t>) {
+    return "an integer";
+  } else if constexpr (std::is_same_v<T, double>) {
+    return "a number";
+  } else {
+    static_assert(std::is_same_v<T, std::string>);
+    return "a string";
+  }
+}
+
+// Strict JSON types: nlohmann's get<>() would turn true into 1, 2.7 into 2 and a huge
+// unsigned into a negative integer.
+template <typename T>
+bool HasType(const json& v) {
+  if constexpr (std::is_same_v<T, bool>) {
+    return v.is_boolean();
+  } else if constexpr (std::is_same_v<T, int64_t>) {
+    return v.is_number_integer() &&
+           !(v.is_number_unsigned() && v.get<uint64_t>() > uint64_t{INT64_MAX});
+  } else if constexpr (std::is_same_v<T, double>) {
+    return v.is_number();
+  } else {
+    static_assert(std::is_same_v<T, std::string>);
+    return v.is_string();
+  }
+}
 
 class Reader {
  public:
@@ -29,11 +93,11 @@ class Reader {
         const std::string& path) const {
     auto it = obj.find(field);
     if (it == obj.end()) return fallback;
-    try {
-      return it->get<T>();
-    } catch (const json::exception&) {
-      Fail(path, "has the wrong type: " + it->dump());
+    if (!HasType<T>(*it)) {
+      Fail(path,
+           std::string("has the wrong type: must be ") + TypeName<T>() + ", got " + it->dump());
     }
+    return it->get<T>();
   }
   template <typename T>
   T Get(const std::string& field, const T& fallback) const {
@@ -45,9 +109,35 @@ class Reader {
       Fail(field, "must be in 1.." + std::to_string(max) + ", got " + std::to_string(v));
     return v;
   }
+  // An object whose keys are all in `known`, or {} when absent.
+  const json& Object(const json& parent, const std::string& field, const std::string& path,
+                     const std::set<std::string>& known) const {
+    static const json kEmpty = json::object();
+    const auto it = parent.find(field);
+    if (it == parent.end()) return kEmpty;
+    if (!it->is_object()) Fail(path, "must be an object");
+    OnlyKnownKeys(*it, path + ".", known);
+    return *it;
+  }
+  void OnlyKnownKeys(const json& obj, const std::string& prefix,
+                     const std::set<std::string>& known) const {
+    for (const auto& [key, value] : obj.items()) {
+      if (!known.count(key)) Fail(prefix + key, "is not a known field");
+    }
+  }
+  // A file inside the version directory: a plain name, never a path out of it.
+  std::string FileName(const json& obj, const std::string& field, const std::string& path) const {
+    const std::string name = Get<std::string>(obj, field, "", path);
+    if (!name.empty() && (name.find('/') != std::string::npos || name == "." || name == ".." ||
+                          name.find('\0') != std::string::npos)) {
+      Fail(path, "must be a file name inside the version directory, got \"" + name + "\"");
+    }
+    return name;
+  }
 
   NormConfig Norm(const json& obj, const std::string& path) const {
     if (!obj.is_object()) Fail(path, "must be an object like {\"type\": \"rmsnorm\"}");
+    OnlyKnownKeys(obj, path + ".", kNormFields);
     NormConfig c;
     const std::string type = Get<std::string>(obj, "type", "", path + ".type");
     const auto kind = ParseNormKind(type);
@@ -71,7 +161,8 @@ class Reader {
     c.eps_inside_sqrt = eps_at == "inside_sqrt";
     c.groups = Get<int64_t>(obj, "groups", c.groups, path + ".groups");
     c.group_eps = Get<double>(obj, "group_eps", c.group_eps, path + ".group_eps");
-    if (!(c.eps > 0) || !(c.group_eps > 0)) Fail(path + ".eps", "must be positive");
+    if (!(c.eps > 0)) Fail(path + ".eps", "must be positive");
+    if (!(c.group_eps > 0)) Fail(path + ".group_eps", "must be positive");
     if (!(c.partial > 0 && c.partial <= 1)) Fail(path + ".p", "must be in (0, 1]");
     if (c.groups < 1) Fail(path + ".groups", "must be at least 1");
     return c;
@@ -154,6 +245,7 @@ ModelConfig ParseModelConfig(const std::string& json_text, const std::string& so
   }
   if (!root.is_object()) throw ModelLoadError(source + ": must be a JSON object");
   Reader r(root, source);
+  r.OnlyKnownKeys(root, "", kTopLevelFields);
   ModelConfig c;
   const std::string arch = r.Get<std::string>("architecture", "");
   if (arch == "transformer_mt")
@@ -179,22 +271,21 @@ ModelConfig ParseModelConfig(const std::string& json_text, const std::string& so
   const std::string positions = r.Get<std::string>("positions", "sinusoidal");
   if (positions != "sinusoidal") r.Fail("positions", "must be sinusoidal");
 
-  const json& tok = root.contains("tokenizer") ? root["tokenizer"] : json::object();
-  if (!tok.is_object()) r.Fail("tokenizer", "must be an object of file names");
+  const json& tok = r.Object(root, "tokenizer", "tokenizer", kTokenizerFields);
   if (c.is_mt()) {
     c.encoder_layers = r.Positive("encoder_layers", c.encoder_layers, 256);
     c.share_all_embeddings = r.Get<bool>("share_all_embeddings", c.share_all_embeddings);
     c.source_vocab_size = r.Positive("source_vocab_size", 0, 1 << 24);
     c.target_vocab_size = r.Positive("target_vocab_size", 0, 1 << 24);
-    c.source_tokenizer = r.Get<std::string>(tok, "source", "", "tokenizer.source");
-    c.target_tokenizer = r.Get<std::string>(tok, "target", "", "tokenizer.target");
+    c.source_tokenizer = r.FileName(tok, "source", "tokenizer.source");
+    c.target_tokenizer = r.FileName(tok, "target", "tokenizer.target");
     if (c.share_all_embeddings && c.source_vocab_size != c.target_vocab_size) {
       r.Fail("share_all_embeddings", "needs source_vocab_size == target_vocab_size");
     }
   } else {
     c.encoder_layers = 0;
     c.target_vocab_size = r.Positive("vocab_size", 0, 1 << 24);
-    c.target_tokenizer = r.Get<std::string>(tok, "model", "", "tokenizer.model");
+    c.target_tokenizer = r.FileName(tok, "model", "tokenizer.model");
   }
   if (c.target_tokenizer.empty() || (c.is_mt() && c.source_tokenizer.empty())) {
     r.Fail("tokenizer", c.is_mt() ? "must name source and target SentencePiece files"
@@ -203,14 +294,47 @@ ModelConfig ParseModelConfig(const std::string& json_text, const std::string& so
   c.share_decoder_input_output_embed =
       r.Get<bool>("share_decoder_input_output_embed", c.share_decoder_input_output_embed);
 
-  const json& special = root.contains("special_tokens") ? root["special_tokens"] : json::object();
+  const json& special = r.Object(root, "special_tokens", "special_tokens", kSpecialTokenFields);
   c.special.bos = r.Get<int64_t>(special, "bos", c.special.bos, "special_tokens.bos");
   c.special.pad = r.Get<int64_t>(special, "pad", c.special.pad, "special_tokens.pad");
   c.special.eos = r.Get<int64_t>(special, "eos", c.special.eos, "special_tokens.eos");
   c.special.unk = r.Get<int64_t>(special, "unk", c.special.unk, "special_tokens.unk");
-  for (int64_t id : {c.special.bos, c.special.pad, c.special.eos, c.special.unk}) {
-    if (id < 0 || id >= c.target_vocab_size)
-      r.Fail("special_tokens", "ids must be inside the vocabulary");
+  // The decoder and the output layer use all four; the encoder embeds <pad>, </s> and <unk>
+  // of the source side, so an MT model needs them in both vocabularies.
+  const auto check_id = [&r](const char* which, int64_t id, int64_t vocab, const char* vocabulary) {
+    if (id < 0 || id >= vocab) {
+      r.Fail(std::string("special_tokens.") + which,
+             "is " + std::to_string(id) + ", outside the " + vocabulary + " of " +
+                 std::to_string(vocab) + " tokens (ids 0.." + std::to_string(vocab - 1) + ")");
+    }
+  };
+  const std::pair<const char*, int64_t> ids[] = {{"bos", c.special.bos},
+                                                 {"pad", c.special.pad},
+                                                 {"eos", c.special.eos},
+                                                 {"unk", c.special.unk}};
+  for (const auto& id : ids) {
+    check_id(id.first, id.second, c.target_vocab_size,
+             c.is_mt() ? "target vocabulary" : "vocabulary");
+    if (c.is_mt()) check_id(id.first, id.second, c.source_vocab_size, "source vocabulary");
+  }
+  // <pad> is never an output and marks padding in every batch: it cannot share an id with
+  // </s> or <unk> (<s> may equal </s>, as in fairseq's dictionaries).
+  if (c.special.pad == c.special.eos || c.special.pad == c.special.unk ||
+      c.special.pad == c.special.bos) {
+    r.Fail("special_tokens.pad", "is " + std::to_string(c.special.pad) +
+                                     ", the id of another special token; <pad> needs its own");
+  }
+  if (c.special.eos == c.special.unk) {
+    r.Fail("special_tokens.unk",
+           "is " + std::to_string(c.special.unk) + ", the id of </s>; <unk> needs its own");
+  }
+  const int64_t table_entries = (c.max_positions + c.special.pad + 1) * c.embed_dim;
+  if (table_entries > kMaxPositionTableEntries) {
+    r.Fail("max_positions", "is " + std::to_string(c.max_positions) + ": with embed_dim " +
+                                std::to_string(c.embed_dim) + " and <pad> id " +
+                                std::to_string(c.special.pad) + " its position table would hold " +
+                                std::to_string(table_entries) + " values, more than the " +
+                                std::to_string(kMaxPositionTableEntries) + " allowed");
   }
 
   if (!root.contains("norm") || !root["norm"].is_object()) {

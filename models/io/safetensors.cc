@@ -1,7 +1,6 @@
 #include "models/io/safetensors.h"
 
 #include <fcntl.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -38,13 +37,41 @@ bool ParseDType(const std::string& s, DType* out) {
   return true;
 }
 
-struct Mapping {
-  void* addr = nullptr;
-  size_t size = 0;
-  ~Mapping() {
-    if (addr) munmap(addr, size);
+// Reads the whole file into memory. Weights are read, not memory-mapped: a mapped file that
+// is truncated or rewritten in place while it is being read raises SIGBUS in the reader,
+// which kills a server that polls its repository. Reading turns such a race into an error
+// (a short read, or a size or modification time that moved) or into bytes that the parser
+// then checks like any other.
+std::shared_ptr<const std::vector<uint8_t>> ReadWholeFile(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) Fail(path, std::string("cannot open: ") + std::strerror(errno));
+  struct FdCloser {
+    int fd;
+    ~FdCloser() { ::close(fd); }
+  } closer{fd};
+  struct stat before {};
+  if (fstat(fd, &before) != 0 || !S_ISREG(before.st_mode)) Fail(path, "not a regular file");
+  auto bytes = std::make_shared<std::vector<uint8_t>>(static_cast<size_t>(before.st_size));
+  size_t done = 0;
+  while (done < bytes->size()) {
+    const ssize_t n =
+        ::pread(fd, bytes->data() + done, bytes->size() - done, static_cast<off_t>(done));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) Fail(path, std::string("read failed: ") + std::strerror(errno));
+    if (n == 0) {
+      Fail(path, "file shrank to " + std::to_string(done) + " bytes while being read (" +
+                     std::to_string(bytes->size()) + " expected); it is being rewritten");
+    }
+    done += static_cast<size_t>(n);
   }
-};
+  struct stat after {};
+  if (fstat(fd, &after) != 0 || after.st_size != before.st_size ||
+      after.st_mtim.tv_sec != before.st_mtim.tv_sec ||
+      after.st_mtim.tv_nsec != before.st_mtim.tv_nsec) {
+    Fail(path, "file changed while being read; it is being rewritten");
+  }
+  return bytes;
+}
 
 }  // namespace
 
@@ -62,36 +89,11 @@ const char* DTypeName(DType dtype) {
   return "?";
 }
 
-File File::Open(const std::string& path) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) Fail(path, std::string("cannot open: ") + std::strerror(errno));
-  struct stat st {};
-  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-    ::close(fd);
-    Fail(path, "not a regular file");
-  }
-  auto mapping = std::make_shared<Mapping>();
-  mapping->size = static_cast<size_t>(st.st_size);
-  if (mapping->size > 0) {
-    void* addr = mmap(nullptr, mapping->size, PROT_READ, MAP_PRIVATE, fd, 0);
-    if (addr == MAP_FAILED) {
-      ::close(fd);
-      Fail(path, std::string("mmap failed: ") + std::strerror(errno));
-    }
-    mapping->addr = addr;
-  }
-  ::close(fd);
-  return FromBuffer(mapping, static_cast<const uint8_t*>(mapping->addr), mapping->size, path);
-}
+File File::Open(const std::string& path) { return Parse(ReadWholeFile(path), path); }
 
 File File::Parse(std::shared_ptr<const std::vector<uint8_t>> bytes, const std::string& name) {
   const uint8_t* data = bytes->data();
   const size_t size = bytes->size();
-  return FromBuffer(std::move(bytes), data, size, name);
-}
-
-File File::FromBuffer(std::shared_ptr<const void> owner, const uint8_t* data, size_t size,
-                      const std::string& name) {
   if (size < 8) Fail(name, "file is " + std::to_string(size) + " bytes, too short for a header");
   uint64_t header_len = 0;
   for (int i = 7; i >= 0; --i) header_len = (header_len << 8) | data[i];
@@ -111,7 +113,7 @@ File File::FromBuffer(std::shared_ptr<const void> owner, const uint8_t* data, si
   if (!header.is_object()) Fail(name, "header must be a JSON object");
 
   File file;
-  file.owner_ = std::move(owner);
+  file.bytes_ = std::move(bytes);
   std::vector<std::pair<size_t, size_t>> ranges;
   std::vector<const std::string*> range_names;
   for (const auto& [key, entry] : header.items()) {

@@ -1,7 +1,8 @@
 // safetensors files (https://huggingface.co/docs/safetensors): an 8-byte little-endian
-// header length, a JSON header, then the raw tensor bytes. Reading memory-maps the file and
-// checks every claim of the header against the file before any byte is handed out, since a
-// model file is untrusted input. No torch here: the weight loader converts.
+// header length, a JSON header, then the raw tensor bytes. Reading copies the file into memory
+// (never a mapping: safetensors.cc says why) and checks every claim of the header against those
+// bytes before any is handed out, since a model file is untrusted input. No torch here: the
+// weight loader converts.
 #pragma once
 
 #include <cstddef>
@@ -27,19 +28,17 @@ struct TensorView {
 
 class File {
  public:
-  // Throws ModelLoadError naming the path and the problem for anything the header gets wrong.
+  // Reads the file, then Parse(); throws ModelLoadError naming the path and the problem for
+  // anything the header gets wrong, and for a file that changes while it is read.
   static File Open(const std::string& path);
-  // The same checks on bytes in memory (the fuzz target); `name` appears in errors.
+  // The checks on bytes in memory (also the fuzz target); `name` appears in errors.
   static File Parse(std::shared_ptr<const std::vector<uint8_t>> bytes, const std::string& name);
 
   const std::map<std::string, TensorView>& tensors() const { return tensors_; }
   const std::map<std::string, std::string>& metadata() const { return metadata_; }
 
  private:
-  static File FromBuffer(std::shared_ptr<const void> owner, const uint8_t* data, size_t size,
-                         const std::string& name);
-
-  std::shared_ptr<const void> owner_;  // the mapping or buffer behind every TensorView
+  std::shared_ptr<const std::vector<uint8_t>> bytes_;  // the buffer behind every TensorView
   std::map<std::string, TensorView> tensors_;
   std::map<std::string, std::string> metadata_;
 };

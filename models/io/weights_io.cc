@@ -4,6 +4,8 @@
 
 #include <vector>
 
+#include "models/errors.h"
+
 namespace normserve {
 namespace {
 
@@ -25,12 +27,24 @@ std::map<std::string, at::Tensor> LoadWeights(const std::string& path) {
   const safetensors::File file = safetensors::File::Open(path);
   std::map<std::string, at::Tensor> out;
   for (const auto& [name, view] : file.tensors()) {
-    // from_blob over the mapping, then an owning float32 copy: the mapping can go.
+    // from_blob over the file's bytes, then an owning float32 copy: the bytes can go.
     const at::Tensor mapped = at::from_blob(const_cast<uint8_t*>(view.data), view.shape,
                                             at::TensorOptions().dtype(ToScalarType(view.dtype)));
     out[name] = mapped.to(at::kFloat, /*non_blocking=*/false, /*copy=*/true);
   }
   return out;
+}
+
+void RequireFiniteWeights(const std::map<std::string, at::Tensor>& tensors,
+                          const std::string& source) {
+  for (const auto& [name, t] : tensors) {
+    const int64_t non_finite = t.numel() - at::isfinite(t).sum().item<int64_t>();
+    if (non_finite > 0) {
+      throw ModelLoadError(source + ": tensor '" + name + "' holds " + std::to_string(non_finite) +
+                           " non-finite values (NaN or Inf) among " + std::to_string(t.numel()) +
+                           "; the file is corrupt or its training diverged");
+    }
+  }
 }
 
 void SaveWeights(const std::string& path, const std::map<std::string, at::Tensor>& tensors,

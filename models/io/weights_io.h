@@ -13,6 +13,11 @@ namespace normserve {
 // Reads every tensor of a safetensors file as float32 (the CPU compute dtype).
 std::map<std::string, at::Tensor> LoadWeights(const std::string& path);
 
+// Throws ModelLoadError naming `source`, the first tensor that holds NaN or Inf values and
+// their count: such weights turn every output into NaN, which no request can be served from.
+void RequireFiniteWeights(const std::map<std::string, at::Tensor>& tensors,
+                          const std::string& source);
+
 // Writes the tensors converted to `dtype`.
 void SaveWeights(const std::string& path, const std::map<std::string, at::Tensor>& tensors,
                  safetensors::DType dtype);

@@ -2,6 +2,9 @@
 #include <sentencepiece_processor.h>
 #include <sentencepiece_trainer.h>
 
+#include <exception>
+#include <memory>
+
 #include "models/text/spm_api.h"
 
 namespace {
@@ -12,29 +15,35 @@ const SentencePieceProcessor& Processor(const void* p) {
   return *static_cast<const SentencePieceProcessor*>(p);
 }
 
-void* Load(const std::string& path, std::string* error) {
-  auto* processor = new SentencePieceProcessor();
-  const auto status = processor->Load(path);
-  if (!status.ok()) {
-    *error = status.ToString();
-    delete processor;
-    return nullptr;
+// SentencePiece reports most problems as a status but throws from some (a model file with an
+// empty piece makes its trie builder throw): every entry point turns both into `error`, so
+// that no exception crosses the shim's boundary and the caller can name the file.
+template <typename Call>
+bool Guarded(std::string* error, Call&& call) {
+  try {
+    const auto status = call();
+    if (!status.ok()) *error = status.ToString();
+    return status.ok();
+  } catch (const std::exception& e) {
+    *error = e.what();
+    return false;
   }
-  return processor;
+}
+
+void* Load(const std::string& path, std::string* error) {
+  auto processor = std::make_unique<SentencePieceProcessor>();
+  if (!Guarded(error, [&] { return processor->Load(path); })) return nullptr;
+  return processor.release();
 }
 
 void Destroy(void* p) { delete static_cast<SentencePieceProcessor*>(p); }
 
 bool Encode(const void* p, const std::string& text, std::vector<int>* ids, std::string* error) {
-  const auto status = Processor(p).Encode(text, ids);
-  if (!status.ok()) *error = status.ToString();
-  return status.ok();
+  return Guarded(error, [&] { return Processor(p).Encode(text, ids); });
 }
 
 bool Decode(const void* p, const std::vector<int>& ids, std::string* text, std::string* error) {
-  const auto status = Processor(p).Decode(ids, text);
-  if (!status.ok()) *error = status.ToString();
-  return status.ok();
+  return Guarded(error, [&] { return Processor(p).Decode(ids, text); });
 }
 
 std::string Piece(const void* p, int id) { return Processor(p).IdToPiece(id); }

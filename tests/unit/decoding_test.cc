@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <functional>
 #include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -15,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "models/decoding/sampling.h"
 #include "models/decoding/search.h"
 #include "models/errors.h"
 #include "models/io/model_config.h"
@@ -603,6 +605,174 @@ INSTANTIATE_TEST_SUITE_P(Models, TinyModelTest, ::testing::ValuesIn(Specs()),
                          [](const ::testing::TestParamInfo<ModelSpec>& info) {
                            return info.param.name;
                          });
+
+// ---------------------------------------------------------------------------------------
+// (g) Non-finite logits (a model whose activations overflowed, or weights that slipped past
+// the load check) must neither throw nor decode past max_positions: a sentence with no
+// possible token ends there with score -inf, and NaN never reaches a score.
+
+// The model with its tensors copied and changed by `poison`.
+std::unique_ptr<Transformer> Poisoned(
+    const TinyModel& m, const std::function<void(std::map<std::string, at::Tensor>&)>& poison) {
+  std::map<std::string, at::Tensor> tensors;
+  for (const auto& [name, t] : m.tensors) tensors[name] = t.clone();
+  poison(tensors);
+  WeightStore store("poisoned", std::move(tensors));
+  return std::make_unique<Transformer>(m.config, store);
+}
+
+void ExpectSaneHypothesis(const Hypothesis& h, int64_t max_length, int64_t vocab) {
+  EXPECT_FALSE(std::isnan(h.logprob));
+  EXPECT_FALSE(std::isnan(h.score));
+  EXPECT_LE(h.logprob, 0.0);
+  EXPECT_LE(static_cast<int64_t>(h.tokens.size()), max_length);
+  for (int64_t t : h.tokens) {
+    EXPECT_TRUE(t >= 0 && t < vocab) << t;
+    EXPECT_NE(t, kPad);
+    EXPECT_NE(t, kBos);
+    EXPECT_NE(t, kEos);
+  }
+}
+
+// Every search over `model`, which must end without an exception; returns greedy's output.
+std::vector<Hypothesis> ExpectSearchesEnd(const Transformer& model, const EncoderOutput& memory,
+                                          const std::vector<int64_t>& max_lengths) {
+  const int64_t vocab = model.config().target_vocab_size;
+  std::vector<Hypothesis> greedy;
+  EXPECT_NO_THROW(greedy = GreedySearch(model, memory, max_lengths));
+  EXPECT_EQ(greedy.size(), max_lengths.size());
+  for (size_t b = 0; b < greedy.size(); ++b) ExpectSaneHypothesis(greedy[b], max_lengths[b], vocab);
+  for (int64_t beam : {2, 5}) {
+    SCOPED_TRACE("beam " + std::to_string(beam));
+    std::vector<std::vector<Hypothesis>> found;
+    EXPECT_NO_THROW(found = BeamSearch(model, memory, max_lengths, {beam, beam, 1.0}));
+    EXPECT_EQ(found.size(), max_lengths.size());
+    for (size_t b = 0; b < found.size(); ++b) {
+      EXPECT_FALSE(found[b].empty()) << "sentence " << b << " has no hypothesis";
+      for (const Hypothesis& h : found[b]) ExpectSaneHypothesis(h, max_lengths[b], vocab);
+    }
+  }
+  return greedy;
+}
+
+ModelSpec UnsharedOutputSpec(bool mt) {
+  ModelSpec s;
+  s.name = mt ? "MtUnsharedOutput" : "LmUnsharedOutput";
+  s.mt = mt;
+  s.share_io = false;
+  s.norm = {{"default", {{"type", "layernorm"}}}};
+  return s;
+}
+
+TEST(NonFiniteLogitsTest, NaNOrInfFromTheFirstStepEndsEverySentence) {
+  NORMSERVE_TEST_SEED(seed);
+  c10::InferenceMode guard;
+  std::mt19937_64 rng(seed);
+  for (bool mt : {true, false}) {
+    const TinyModel m = Build(UnsharedOutputSpec(mt), seed);
+    const int64_t vocab = m.config.target_vocab_size;
+    const auto sources = RandomSources(rng, 3, m.config.source_vocab_size);
+    const EncoderOutput memory = EncodeOrEmpty(m, sources);
+    // Up to max_positions - 1 output tokens: a search that never ends would decode past it.
+    const std::vector<int64_t> max_lengths = {m.config.max_positions - 1, 5, 1};
+    const std::vector<std::pair<std::string, std::function<void(at::Tensor&)>>> poisons = {
+        {"every logit NaN", [](at::Tensor& w) { w.fill_(NAN); }},
+        {"</s> logit NaN", [](at::Tensor& w) { w[kEos].fill_(NAN); }},
+        // Logits h[0] * inf and h[0] * -inf: one of them is +inf.
+        {"one logit +inf",
+         [](at::Tensor& w) {
+           w.narrow(0, kUnk, 2).zero_();
+           w[kUnk][0].fill_(INFINITY);
+           w[kUnk + 1][0].fill_(-INFINITY);
+         }},
+        {"every weight -inf", [](at::Tensor& w) { w.fill_(-INFINITY); }},
+    };
+    for (const auto& [what, poison] : poisons) {
+      SCOPED_TRACE(std::string(mt ? "MT, " : "LM, ") + what);
+      const auto model = Poisoned(m, [&](std::map<std::string, at::Tensor>& tensors) {
+        poison(tensors.at("decoder.output_projection.weight"));
+      });
+      const auto greedy = ExpectSearchesEnd(*model, memory, max_lengths);
+      for (const Hypothesis& h : greedy) {
+        EXPECT_TRUE(h.tokens.empty()) << ::testing::PrintToString(h.tokens);
+        EXPECT_EQ(h.score, -INFINITY);
+      }
+      // Scoring reports what the model says (NaN or -inf), without an exception.
+      EXPECT_NO_THROW(ScoreTargets(*model, memory, {{kUnk}, {kUnk + 1, kUnk}, {}}));
+      // Sampling ends at once too, for any temperature.
+      if (!mt) {
+        for (double temperature : {0.0, 1.0}) {
+          std::vector<int64_t> produced;
+          SamplingStop why = SamplingStop::kCallback;
+          EXPECT_NO_THROW(why = SampleContinuation(*model, {kUnk + 1},
+                                                   {temperature, 0, 1.0, seed, 20},
+                                                   [&](int64_t token) {
+                                                     produced.push_back(token);
+                                                     return true;
+                                                   }));
+          EXPECT_EQ(why, SamplingStop::kEndOfSequence);
+          EXPECT_TRUE(produced.empty()) << vocab;
+        }
+      }
+    }
+  }
+}
+
+// A temperature far below float's range (1e-40 is a valid request) divides logits into
+// +inf unless sampling guards against it; it must sample greedily, not throw.
+TEST(NonFiniteLogitsTest, TinyTemperatureSamplesGreedily) {
+  NORMSERVE_TEST_SEED(seed);
+  c10::InferenceMode guard;
+  const TinyModel m = Build(UnsharedOutputSpec(false), seed);
+  const auto sample = [&](double temperature) {
+    std::vector<int64_t> produced;
+    SampleContinuation(*m.model, {kUnk + 1}, {temperature, 0, 1.0, seed, 12}, [&](int64_t token) {
+      produced.push_back(token);
+      return true;
+    });
+    return produced;
+  };
+  const std::vector<int64_t> greedy = sample(0);
+  for (double temperature : {1e-40, 1e-300}) {
+    SCOPED_TRACE("temperature " + std::to_string(temperature));
+    std::vector<int64_t> tiny;
+    EXPECT_NO_THROW(tiny = sample(temperature));
+    EXPECT_EQ(tiny, greedy);
+  }
+}
+
+// NaN that appears mid-sentence: a model whose first step is finite, but whose every real
+// token embeds to NaN, so that each sentence's second step has no possible token.
+TEST(NonFiniteLogitsTest, NaNAfterTheFirstTokenEndsTheSentenceThere) {
+  NORMSERVE_TEST_SEED(seed);
+  c10::InferenceMode guard;
+  std::mt19937_64 rng(seed);
+  for (bool mt : {true, false}) {
+    SCOPED_TRACE(mt ? "MT" : "LM");
+    // Random models often answer </s> at once; take the first whose greedy output has tokens.
+    int trial = 0;
+    for (; trial < 40; ++trial) {
+      const TinyModel m = Build(UnsharedOutputSpec(mt), seed + trial);
+      const auto sources = RandomSources(rng, 2, m.config.source_vocab_size);
+      const EncoderOutput memory = EncodeOrEmpty(m, sources);
+      const std::vector<int64_t> max_lengths = {m.config.max_positions - 1,
+                                                m.config.max_positions - 1};
+      const std::vector<Hypothesis> clean = GreedySearch(*m.model, memory, max_lengths);
+      if (clean[0].tokens.empty()) continue;
+      const auto model = Poisoned(m, [](std::map<std::string, at::Tensor>& tensors) {
+        const int64_t rows = tensors.at("decoder.embed_tokens.weight").size(0);
+        tensors.at("decoder.embed_tokens.weight").narrow(0, kUnk, rows - kUnk).fill_(NAN);
+      });
+      const auto greedy = ExpectSearchesEnd(*model, memory, max_lengths);
+      ASSERT_EQ(greedy.size(), 2u);
+      // The first token is the clean model's; then nothing is possible.
+      EXPECT_EQ(greedy[0].tokens, Tokens{clean[0].tokens[0]});
+      EXPECT_EQ(greedy[0].score, -INFINITY);
+      break;
+    }
+    EXPECT_LT(trial, 40) << "no model in 40 produced a token";
+  }
+}
 
 // ---------------------------------------------------------------------------------------
 // (d) Exhaustive check of beam search on a model small enough to enumerate every output.

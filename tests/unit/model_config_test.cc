@@ -279,12 +279,188 @@ TEST(ModelConfigTest, ErrorsNameTheField) {
   {
     json j = MtExample();
     j["special_tokens"] = {{"eos", 5000}};
-    ExpectError(j, "'special_tokens'");
+    ExpectError(j, "'special_tokens.eos'", "outside the target vocabulary of 1200");
   }
   {
     json j = MtExample();
     j["positions"] = "learned";
     ExpectError(j, "'positions'");
+  }
+}
+
+// Each field has one JSON type: nlohmann's conversions would otherwise read true as 1, 512.9
+// as 512 and 2^64-1 as -1.
+TEST(ModelConfigTest, FieldsHaveStrictTypes) {
+  const std::vector<std::pair<std::string, json>> bad = {
+      {"embed_dim", 128.0},
+      {"embed_dim", 128.5},
+      {"embed_dim", true},
+      {"embed_dim", "128"},
+      {"attention_heads", nullptr},
+      {"decoder_layers", 18446744073709551615ull},
+      {"max_positions", {256}},
+      {"normalize_before", 1},
+      {"normalize_before", "true"},
+      {"share_all_embeddings", 0},
+      {"activation", 1},
+      {"architecture", {{"name", "transformer_mt"}}},
+      {"source_vocab_size", 1e3},
+  };
+  for (const auto& [field, value] : bad) {
+    SCOPED_TRACE(field + " = " + value.dump());
+    json j = MtExample();
+    j[field] = value;
+    ExpectError(j, "'" + field + "'", "wrong type");
+  }
+  {
+    json j = LmExample();
+    j["vocab_size"] = "800";
+    ExpectError(j, "'vocab_size'", "must be an integer");
+  }
+  {
+    json j = MtExample();
+    j["special_tokens"] = {{"eos", 2.0}};
+    ExpectError(j, "'special_tokens.eos'", "must be an integer");
+  }
+  {
+    json j = MtExample();
+    j["norm"]["default"]["eps"] = "1e-5";
+    ExpectError(j, "'norm.default.eps'", "must be a number");
+  }
+  {
+    json j = MtExample();
+    j["norm"]["default"]["bias"] = 1;
+    ExpectError(j, "'norm.default.bias'", "true or false");
+  }
+  {
+    json j = MtExample();
+    j["norm"] = {{"default", {{"type", "powernorm"}, {"groups", 2.5}}}};
+    ExpectError(j, "'norm.default.groups'", "must be an integer");
+  }
+  for (const char* object : {"special_tokens", "tokenizer"}) {
+    json j = MtExample();
+    j[object] = json::array({1, 2});
+    ExpectError(j, std::string("'") + object + "'", "must be an object");
+  }
+}
+
+TEST(ModelConfigTest, SizesMustBePositive) {
+  for (const char* field :
+       {"embed_dim", "ffn_dim", "attention_heads", "encoder_layers", "decoder_layers",
+        "max_positions", "source_vocab_size", "target_vocab_size"}) {
+    for (int64_t value : {0, -4}) {
+      SCOPED_TRACE(std::string(field) + " = " + std::to_string(value));
+      json j = MtExample();
+      j[field] = value;
+      ExpectError(j, std::string("'") + field + "'", "must be in 1..");
+    }
+  }
+  json j = LmExample();
+  j["vocab_size"] = 0;
+  ExpectError(j, "'vocab_size'", "must be in 1..");
+}
+
+// A misspelt field would otherwise leave its default in place without a word.
+TEST(ModelConfigTest, UnknownFieldsAreRefused) {
+  {
+    json j = MtExample();
+    j["embed_dims"] = 256;
+    ExpectError(j, "'embed_dims'", "not a known field");
+  }
+  {
+    json j = MtExample();
+    j["norm"]["default"]["epsilon"] = 1e-6;
+    ExpectError(j, "'norm.default.epsilon'", "not a known field");
+  }
+  {
+    json j = MtExample();
+    j["special_tokens"] = {{"mask", 4}};
+    ExpectError(j, "'special_tokens.mask'", "not a known field");
+  }
+  {
+    json j = MtExample();
+    j["tokenizer"]["joint"] = "joint.spm";
+    ExpectError(j, "'tokenizer.joint'", "not a known field");
+  }
+}
+
+TEST(ModelConfigTest, SpecialTokensFitBothVocabularies) {
+  // MtExample: source vocabulary 1000, target 1200.
+  {
+    json j = MtExample();
+    j["special_tokens"] = {{"unk", 1100}};
+    ExpectError(j, "'special_tokens.unk'", "outside the source vocabulary of 1000");
+  }
+  {
+    json j = MtExample();
+    j["special_tokens"] = {{"pad", 1200}};
+    ExpectError(j, "'special_tokens.pad'", "outside the target vocabulary of 1200");
+  }
+  {
+    json j = MtExample();
+    j["special_tokens"] = {{"bos", -1}};
+    ExpectError(j, "'special_tokens.bos'", "is -1");
+  }
+  {
+    json j = LmExample();
+    j["special_tokens"] = {{"eos", 800}};
+    ExpectError(j, "'special_tokens.eos'", "outside the vocabulary of 800");
+  }
+  {
+    json j = MtExample();
+    j["special_tokens"] = {{"pad", 2}, {"eos", 2}};
+    ExpectError(j, "'special_tokens.pad'", "needs its own");
+  }
+  {
+    json j = MtExample();
+    j["special_tokens"] = {{"unk", 2}};
+    ExpectError(j, "'special_tokens.unk'", "needs its own");
+  }
+  // fairseq's dictionaries may give <s> and </s> one id.
+  json j = MtExample();
+  j["special_tokens"] = {{"bos", 2}, {"pad", 1}, {"eos", 2}, {"unk", 3}};
+  EXPECT_EQ(Parse(j).special.bos, 2);
+}
+
+TEST(ModelConfigTest, TokenizerFilesStayInTheVersionDirectory) {
+  for (const std::string name : {"../other/1/source.spm", "/etc/passwd", "sub/x.spm", "..", "."}) {
+    SCOPED_TRACE(name);
+    json j = MtExample();
+    j["tokenizer"]["source"] = name;
+    ExpectError(j, "'tokenizer.source'", "file name inside the version directory");
+    json lm = LmExample();
+    lm["tokenizer"]["model"] = name;
+    ExpectError(lm, "'tokenizer.model'", "file name inside the version directory");
+  }
+  json j = MtExample();
+  j["tokenizer"]["target"] = std::string("target.spm\0.txt", 15);
+  ExpectError(j, "'tokenizer.target'", "file name");
+}
+
+TEST(ModelConfigTest, PositionTableIsBounded) {
+  json j = MtExample();
+  j["embed_dim"] = 1024;
+  j["max_positions"] = 1 << 20;  // each within its own limit; 2^30 position values together
+  ExpectError(j, "'max_positions'", "position table");
+  j["max_positions"] = 4096;
+  EXPECT_EQ(Parse(j).max_positions, 4096);
+}
+
+TEST(ModelConfigTest, NormHyperParametersAreChecked) {
+  {
+    json j = MtExample();
+    j["norm"] = {{"default", {{"type", "powernorm"}, {"group_eps", 0}}}};
+    ExpectError(j, "'norm.default.group_eps'", "must be positive");
+  }
+  {
+    json j = MtExample();
+    j["norm"]["default"]["eps"] = 0;
+    ExpectError(j, "'norm.default.eps'", "must be positive");
+  }
+  {
+    json j = MtExample();
+    j["norm"] = {{"default", {{"type", "prmsnorm"}, {"p", 0}}}};
+    ExpectError(j, "'norm.default.p'", "(0, 1]");
   }
 }
 

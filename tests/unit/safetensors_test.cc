@@ -373,6 +373,47 @@ TEST_F(SafetensorsHugeDimTest, DimsAboveInt64AreRejected) {
   }
 }
 
+// Open copies the file: truncating or rewriting it afterwards (a repository being updated
+// in place) leaves the bytes already read alone. A memory mapping raised SIGBUS here.
+TEST_F(SafetensorsTest, FileChangedAfterOpenLeavesTheReadBytesAlone) {
+  const Bytes payload = {1, 2, 3, 4, 5, 6, 7, 8};
+  const std::string path = dir_.File("rewritten.safetensors");
+  WriteBytes(path,
+             MakeFile(R"({"w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}})", payload));
+  const st::File file = st::File::Open(path);
+  std::filesystem::resize_file(path, 0);
+  WriteBytes(path, Bytes(4096, 0xEE));
+  const st::TensorView& w = file.tensors().at("w");
+  EXPECT_EQ(Bytes(w.data, w.data + w.nbytes), payload);
+}
+
+TEST_F(SafetensorsTest, NonFiniteWeightsAreNamedAndCounted) {
+  c10::InferenceMode guard;
+  std::map<std::string, at::Tensor> tensors;
+  tensors["fine.weight"] = at::ones({3, 3});
+  tensors["broken.bias"] = at::zeros({6});
+  tensors["broken.bias"][1] = NAN;
+  tensors["broken.bias"][4] = -INFINITY;
+  const std::string path = dir_.File("non_finite.safetensors");
+  for (st::DType dtype : {st::DType::kF32, st::DType::kF16, st::DType::kBF16}) {
+    SCOPED_TRACE(st::DTypeName(dtype));
+    SaveWeights(path, tensors, dtype);
+    const auto loaded = LoadWeights(path);
+    try {
+      RequireFiniteWeights(loaded, path);
+      ADD_FAILURE() << "NaN and -inf accepted";
+    } catch (const ModelLoadError& e) {
+      const std::string message = e.what();
+      EXPECT_NE(message.find(path), std::string::npos) << message;
+      EXPECT_NE(message.find("tensor 'broken.bias' holds 2 non-finite values"), std::string::npos)
+          << message;
+    }
+  }
+  tensors.erase("broken.bias");
+  SaveWeights(path, tensors, st::DType::kF16);
+  EXPECT_NO_THROW(RequireFiniteWeights(LoadWeights(path), path));
+}
+
 TEST_F(SafetensorsTest, LoadWeightsNamesTheFile) {
   const std::string path = dir_.File("broken.safetensors");
   WriteBytes(path, Bytes{9, 0, 0, 0, 0, 0, 0, 0, '{'});

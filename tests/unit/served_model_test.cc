@@ -499,6 +499,19 @@ TEST_F(BrokenModelTest, EachBrokenFileIsNamed) {
             [](auto& tensors) { tensors["decoder.layers.0.extra_proj.weight"] = at::ones({4}); });
     ExpectLoadError(dir, "model.safetensors", "decoder.layers.0.extra_proj.weight");
   }
+  {
+    // NaN and Inf weights would answer every request with garbage: refused, with the tensor
+    // and the count named.
+    const std::string dir = Copy("non_finite_weights");
+    Rewrite(dir, [](auto& tensors) {
+      at::Tensor flat = tensors.at("decoder.layers.0.fc1.weight").view(-1);
+      flat[0] = NAN;
+      flat[5] = INFINITY;
+      flat[7] = -INFINITY;
+    });
+    ExpectLoadError(dir, "model.safetensors",
+                    "tensor 'decoder.layers.0.fc1.weight' holds 3 non-finite values");
+  }
   // The untouched copy still loads (the breakage above is what failed).
   EXPECT_NO_THROW(ServedModel::Load(Copy("intact"), "intact", 1));
 }
