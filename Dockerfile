@@ -42,7 +42,8 @@ RUN apt-get update \
     && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
          ca-certificates curl unzip cmake g++ make pkg-config \
          libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler \
-         prometheus-cpp-dev nlohmann-json3-dev libsentencepiece-dev sentencepiece \
+         prometheus-cpp-dev libcpp-httplib-dev nlohmann-json3-dev libsentencepiece-dev \
+         sentencepiece \
     && rm -rf /var/lib/apt/lists/*
 RUN curl -fsSL --retry 3 -o /tmp/libtorch.zip "${LIBTORCH_URL}" \
     && unzip -q /tmp/libtorch.zip -d /opt \
@@ -55,7 +56,7 @@ RUN cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DNORMSERVE_BUILD_TESTS=OFF \
     && cmake --build build -j"$(nproc)" \
     && cmake --install build --prefix /opt/normserve --strip
 # Collect the distribution libraries the binaries need (gRPC, protobuf, prometheus-cpp,
-# SentencePiece and what they pull in), so the runtime stage needs no -dev packages.
+# cpp-httplib, SentencePiece and what they pull in), so the runtime stage needs no -dev packages.
 # LibTorch's own libraries and the CUDA toolkit's are provided separately.
 RUN mkdir -p /opt/normserve/lib \
     && LD_LIBRARY_PATH=/opt/libtorch/lib ldd /opt/normserve/bin/* /opt/normserve/lib/libnormserve_spm.so \
@@ -105,17 +106,15 @@ CMD ["--model-repository", "/models", "--grpc-address", "0.0.0.0:50051", \
 # ---------------------------------------------------------------------------------------------
 FROM ${DEBIAN_IMAGE} AS cpu
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
-# Runtime halves of scripts/install-deps.sh's -dev packages. BLIS, not OpenBLAS: OpenBLAS's
-# thread-local storage overflows civetweb's thread stacks and the metrics exposer fails.
-# Versions are fixed by the Debian release (bookworm) that the base image pins.
+# Runtime halves of scripts/install-deps.sh's -dev packages, with BLIS as LibTorch's BLAS
+# (DESIGN.md section 2). Versions are fixed by the Debian release (bookworm) that the base
+# image pins.
 # hadolint ignore=DL3008
 RUN apt-get update \
     && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
          libblis4-openmp libtorch1.13 libgrpc++1.51 libprotobuf32 \
-         libprometheus-cpp-pull1.0 libprometheus-cpp-core1.0 libsentencepiece0 \
+         libprometheus-cpp-core1.0 libcpp-httplib0.11 libsentencepiece0 \
     && rm -rf /var/lib/apt/lists/* \
-    && if dpkg-query -W -f='${Status}\n' 'libopenblas0*' 2>/dev/null | grep -q 'install ok installed'; then \
-         echo "OpenBLAS got installed: it breaks the metrics exposer" >&2; exit 1; fi \
     && groupadd --system --gid 10001 normserve \
     && useradd --system --uid 10001 --gid 10001 --home-dir /nonexistent --no-create-home \
          --shell /usr/sbin/nologin normserve

@@ -1,12 +1,14 @@
 #include "server/metrics.h"
 
 #include <prometheus/counter.h>
-#include <prometheus/exposer.h>
 #include <prometheus/gauge.h>
 #include <prometheus/histogram.h>
 #include <prometheus/registry.h>
+#include <prometheus/text_serializer.h>
 
 #include <cmath>
+
+#include "server/metrics_endpoint.h"
 
 namespace normserve {
 namespace {
@@ -109,18 +111,15 @@ Metrics::Metrics(const std::string& address) : registry_(std::make_shared<promet
                         .Help("Time of the norm layers within one sampled forward pass")
                         .Register(*registry_);
   if (!address.empty()) {
-    exposer_ = std::make_unique<prometheus::Exposer>(address);
-    exposer_->RegisterCollectable(registry_);
+    endpoint_ = std::make_unique<MetricsEndpoint>(address, [registry = registry_] {
+      return prometheus::TextSerializer().Serialize(registry->Collect());
+    });
   }
 }
 
 Metrics::~Metrics() = default;
 
-int Metrics::port() const {
-  if (!exposer_) return 0;
-  const std::vector<int> ports = exposer_->GetListeningPorts();
-  return ports.empty() ? 0 : ports.front();
-}
+int Metrics::port() const { return endpoint_ ? endpoint_->port() : 0; }
 
 void Metrics::RecordRequest(const std::string& model, const std::string& version,
                             const std::string& norm, const std::string& rpc,

@@ -1,13 +1,12 @@
-// The server's Prometheus metrics (DESIGN.md section 6) and the HTTP endpoint that exposes
-// them at /metrics.
+// The server's Prometheus metrics (DESIGN.md section 6), served at /metrics by a
+// MetricsEndpoint (metrics_endpoint.h).
 #pragma once
 
+#include <cstdint>
 #include <memory>
 #include <string>
-#include <vector>
 
 namespace prometheus {
-class Exposer;
 class Registry;
 template <typename T>
 class Family;
@@ -17,6 +16,8 @@ class Histogram;
 }  // namespace prometheus
 
 namespace normserve {
+
+class MetricsEndpoint;
 
 class Metrics {
  public:
@@ -52,7 +53,7 @@ class Metrics {
 
  private:
   std::shared_ptr<prometheus::Registry> registry_;
-  std::unique_ptr<prometheus::Exposer> exposer_;
+  std::unique_ptr<MetricsEndpoint> endpoint_;
   prometheus::Family<prometheus::Counter>* requests_;
   prometheus::Family<prometheus::Histogram>* request_duration_;
   prometheus::Family<prometheus::Gauge>* model_ready_;
