@@ -84,8 +84,9 @@ NormServer::NormServer(const ServerOptions& options)
 
 NormServer::~NormServer() {
   Shutdown();
-  repository_->StopLoading();  // no load or health change after this point
-  SetNormTimingSink({});       // the metrics go with this server
+  // No load and no health change after this point.
+  repository_->StopLoading();
+  SetNormTimingSink({});  // the metrics go with this server
 }
 
 int NormServer::metrics_port() const { return metrics_->port(); }
