@@ -3,54 +3,29 @@
 
 #include <algorithm>
 #include <filesystem>
-#include <set>
+#include <future>
 
 #include "models/errors.h"
 #include "server/log.h"
 #include "server/metrics.h"
+#include "server/version_policy.h"
 
 namespace normserve {
 namespace repository_detail {
-namespace fs = std::filesystem;
 
-// Version directories (positive integers) and a fingerprint of their files: names, sizes and
-// modification times, so that a copy in progress shows as a change.
-inline std::map<int64_t, std::string> ScanVersions(const fs::path& model_dir) {
-  std::map<int64_t, std::string> versions;
-  std::error_code ec;
-  for (const auto& entry : fs::directory_iterator(model_dir, ec)) {
-    const std::string name = entry.path().filename().string();
-    if (!entry.is_directory() || name.empty() || name.size() > 18 ||
-        !std::all_of(name.begin(), name.end(), ::isdigit) || std::stoll(name) <= 0) {
-      continue;
-    }
-    std::string fingerprint;
-    std::vector<fs::directory_entry> files;
-    for (const auto& f : fs::directory_iterator(entry.path(), ec)) files.push_back(f);
-    std::sort(files.begin(), files.end());
-    for (const auto& f : files) {
-      std::error_code fe;
-      const auto size = f.is_regular_file(fe) ? f.file_size(fe) : 0;
-      const auto mtime = f.last_write_time(fe).time_since_epoch().count();
-      fingerprint += f.path().filename().string() + ":" + std::to_string(size) + ":" +
-                     std::to_string(mtime) + ";";
-    }
-    versions[std::stoll(name)] = fingerprint;
-  }
-  return versions;
+// A callback that fulfils a future its caller waits on.
+inline std::function<void(const std::string&)> Fulfil(
+    std::vector<std::future<std::string>>* results) {
+  auto promise = std::make_shared<std::promise<std::string>>();
+  results->push_back(promise->get_future());
+  return [promise](const std::string& error) { promise->set_value(error); };
+}
+
+inline void WaitAll(std::vector<std::future<std::string>>& results) {
+  for (auto& result : results) result.wait();
 }
 
 }  // namespace repository_detail
-
-template <typename Model>
-bool ModelRepositoryT<Model>::IsValidName(const std::string& name) {
-  if (name.empty() || name.size() > 128 || name == "." || name == ".." || name[0] == '.') {
-    return false;
-  }
-  return std::all_of(name.begin(), name.end(), [](char c) {
-    return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-' || c == '.';
-  });
-}
 
 template <typename Model>
 ModelRepositoryT<Model>::ModelRepositoryT(std::string root, BatcherConfig defaults, Loader loader,
@@ -65,24 +40,20 @@ ModelRepositoryT<Model>::ModelRepositoryT(std::string root, BatcherConfig defaul
 
 template <typename Model>
 ModelRepositoryT<Model>::~ModelRepositoryT() {
+  StopLoading();
+}
+
+template <typename Model>
+void ModelRepositoryT<Model>::StopLoading() {
   {
     std::lock_guard<std::mutex> lock(poll_mutex_);
     stop_polling_ = true;
   }
   poll_wake_.notify_all();
   if (poller_.joinable()) poller_.join();
-}
-
-template <typename Model>
-std::vector<std::string> ModelRepositoryT<Model>::ModelDirectories() const {
-  std::vector<std::string> names;
-  std::error_code ec;
-  for (const auto& entry : std::filesystem::directory_iterator(root_, ec)) {
-    const std::string name = entry.path().filename().string();
-    if (entry.is_directory() && IsValidName(name)) names.push_back(name);
-  }
-  std::sort(names.begin(), names.end());
-  return names;
+  std::unique_lock<std::mutex> lock(mutex_);
+  stopping_ = true;
+  idle_.wait(lock, [this] { return running_tasks_ == 0 && !publishing_; });
 }
 
 template <typename Model>
@@ -91,7 +62,11 @@ void ModelRepositoryT<Model>::LoadAll() {
   if (!std::filesystem::is_directory(root_, ec)) {
     throw ModelLoadError(root_ + ": the model repository is not a directory");
   }
-  for (const std::string& name : ModelDirectories()) Sync(name, /*settle=*/false);
+  std::vector<std::future<std::string>> results;
+  for (auto& [name, scan] : ScanRepository(root_, defaults_)) {
+    Enqueue(name, std::move(scan), /*by_request=*/true, repository_detail::Fulfil(&results));
+  }
+  repository_detail::WaitAll(results);
 }
 
 template <typename Model>
@@ -100,7 +75,7 @@ void ModelRepositoryT<Model>::StartPolling(std::chrono::milliseconds interval) {
     std::unique_lock<std::mutex> lock(poll_mutex_);
     while (!poll_wake_.wait_for(lock, interval, [this] { return stop_polling_; })) {
       lock.unlock();
-      Poll();
+      SchedulePoll(nullptr);  // not waiting: a slow load must not delay the other models
       lock.lock();
     }
   });
@@ -108,37 +83,287 @@ void ModelRepositoryT<Model>::StartPolling(std::chrono::milliseconds interval) {
 
 template <typename Model>
 void ModelRepositoryT<Model>::Poll() {
-  std::set<std::string> names;
-  for (const std::string& name : ModelDirectories()) names.insert(name);
+  std::vector<std::future<std::string>> results;
+  SchedulePoll(&results);
+  repository_detail::WaitAll(results);
+}
+
+template <typename Model>
+void ModelRepositoryT<Model>::SchedulePoll(std::vector<std::future<std::string>>* results) {
+  RepositoryScan scan = ScanRepository(root_, defaults_);
   {
+    // Models that left the repository get an absent scan, which unloads them.
     std::lock_guard<std::mutex> lock(mutex_);
-    for (const auto& [name, entry] : entries_) names.insert(name);
+    for (const auto& [name, entry] : entries_) {
+      if (entry.present) scan.emplace(name, ModelScan{});
+    }
   }
-  for (const std::string& name : names) Sync(name, /*settle=*/true);
+  for (auto& [name, model_scan] : scan) {
+    Enqueue(name, std::move(model_scan), /*by_request=*/false,
+            results ? repository_detail::Fulfil(results) : LoadDone{});
+  }
+}
+
+template <typename Model>
+void ModelRepositoryT<Model>::Load(const std::string& name, LoadDone done) {
+  Enqueue(name, ScanModel(root_, name, defaults_), /*by_request=*/true, std::move(done));
 }
 
 template <typename Model>
 std::string ModelRepositoryT<Model>::Load(const std::string& name) {
+  std::vector<std::future<std::string>> results;
+  Load(name, repository_detail::Fulfil(&results));
+  return results.front().get();
+}
+
+template <typename Model>
+void ModelRepositoryT<Model>::Enqueue(const std::string& name, ModelScan scan, bool by_request,
+                                      LoadDone done) {
   {
     std::lock_guard<std::mutex> lock(mutex_);
-    auto it = entries_.find(name);
-    if (it != entries_.end()) it->second.unloaded = false;
+    if (!stopping_) {
+      Entry& entry = entries_[name];
+      // A request to load undoes an earlier Unload; an Unload after it wins again.
+      if (by_request) {
+        entry.unloaded = false;
+        entry.loading = true;  // until the sync decides; not "failed" meanwhile
+      }
+      if (!entry.pending) entry.pending.emplace();
+      entry.pending->scan = std::move(scan);
+      entry.pending->settle = entry.pending->settle && !by_request;
+      if (done) entry.pending->done.push_back(std::move(done));
+      if (entry.syncing) return;  // the running task takes it next
+      entry.syncing = true;
+      ++running_tasks_;
+      loads_.Submit([this, name] { RunSyncs(name); });
+      return;
+    }
   }
-  const std::string error = Sync(name, /*settle=*/false);
-  const auto status = Get(name);
-  if (!status) return "model '" + name + "' is not in the repository " + root_;
-  if (status->ready_versions.empty()) return error.empty() ? "no loadable version" : error;
+  if (done) done("the server is shutting down");
+}
+
+template <typename Model>
+void ModelRepositoryT<Model>::RunSyncs(const std::string& name) {
+  for (;;) {
+    std::optional<PendingSync> sync;
+    bool stopping = false;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      auto it = entries_.find(name);
+      sync.swap(it->second.pending);
+      stopping = stopping_;
+      if (!sync) {
+        it->second.syncing = false;
+        if (!it->second.present) entries_.erase(it);
+        --running_tasks_;
+        idle_.notify_all();
+        return;
+      }
+    }
+    const std::string result =
+        stopping ? "the server is shutting down" : Sync(name, sync->scan, sync->settle);
+    for (const LoadDone& done : sync->done) done(result);
+  }
+}
+
+template <typename Model>
+std::string ModelRepositoryT<Model>::Sync(const std::string& name, const ModelScan& scan,
+                                          bool settle) {
+  if (!scan.present) return RemoveAbsent(name);
+  const std::string discarded = "model '" + name + "' was unloaded before its load finished";
+  std::map<int64_t, std::string> previous;
+  uint64_t generation = 0;
+  std::optional<std::string> config_error;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    Entry& entry = entries_.at(name);
+    if (!entry.present && metrics_) metrics_->DeclareModel(name);
+    entry.present = true;
+    if (entry.unloaded) return discarded;
+    previous = std::move(entry.seen);
+    entry.seen = scan.versions;
+    if (!scan.config_error.empty()) {
+      // What serves keeps serving, on its old model.json; the same error is counted once.
+      if (entry.error != scan.config_error) {
+        entry.error = scan.config_error;
+        if (metrics_) metrics_->RecordModelLoadFailure(name);
+        LogError(entry.error);
+      }
+      entry.loading = false;
+      MarkDirtyLocked(name, entry.serving.group);
+      config_error = entry.error;
+    } else {
+      if (entry.serving.group != scan.serving.group) MarkDirtyLocked(name, entry.serving.group);
+      entry.serving = scan.serving;
+      entry.loading = true;
+      generation = entry.generation;
+    }
+  }
+  if (config_error) {
+    Publish();
+    return *config_error;
+  }
+
+  // One version per step, newest wanted first; each outcome changes the next plan (a broken
+  // version leaves the candidates, so the one below it is planned next).
+  std::string error;  // of this sync
+  bool loaded = false;
+  for (;;) {
+    int64_t version = 0;
+    std::string fingerprint;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      Entry& entry = entries_.at(name);
+      if (entry.generation != generation) return discarded;
+      const Plan plan = PlanLocked(entry, scan, settle, previous);
+      if (!plan.load) {
+        RetireLocked(name, entry, plan.wanted);
+        // The last failure stays visible until a load succeeds or its files are gone.
+        for (auto it = entry.failed.begin(); it != entry.failed.end();) {
+          it = scan.versions.count(it->first) ? std::next(it) : entry.failed.erase(it);
+        }
+        if (error.empty() && (loaded || entry.failed.empty())) entry.error.clear();
+        entry.loading = plan.settling;
+        if (entry.ready.empty() && entry.error.empty() && !entry.loading) {
+          entry.error = scan.versions.empty()
+                            ? root_ + "/" + name + ": no version directory (1, 2, ...)"
+                            : "no version matches the version policy";
+        }
+        MarkDirtyLocked(name, entry.serving.group);
+        if (!entry.ready.empty()) break;
+        if (error.empty()) error = entry.error.empty() ? "no loadable version" : entry.error;
+        break;
+      }
+      version = *plan.load;
+      fingerprint = scan.versions.at(version);
+    }
+
+    const std::string dir = root_ + "/" + name + "/" + std::to_string(version);
+    std::shared_ptr<const Model> model;
+    std::string failure;
+    try {
+      model = LoadVersion(name, version, dir);
+    } catch (const std::exception& e) {
+      failure = "version " + std::to_string(version) + ": " + e.what();
+    }
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      Entry& entry = entries_.at(name);
+      if (entry.generation != generation) return discarded;  // `model` goes after the lock
+      if (model) {
+        // Swapped in at once; what the policy no longer wants retires at the end.
+        if (metrics_)
+          metrics_->SetModelReady(name, std::to_string(version), model->norm_label(), true);
+        entry.ready[version] = {std::move(model), fingerprint};
+        entry.failed.erase(version);
+        if (!entry.batcher) entry.batcher = make_batcher_(name, entry.serving.batching);
+        MarkDirtyLocked(name, entry.serving.group);
+        loaded = true;
+      } else {
+        LogError("cannot load " + name + " " + failure);
+        if (metrics_) metrics_->RecordModelLoadFailure(name);
+        entry.failed[version] = fingerprint;
+        entry.error = error = failure;
+      }
+    }
+    Publish();
+  }
+  Publish();
   return error;
 }
 
 template <typename Model>
+typename ModelRepositoryT<Model>::Plan ModelRepositoryT<Model>::PlanLocked(
+    const Entry& entry, const ModelScan& scan, bool settle,
+    const std::map<int64_t, std::string>& previous) const {
+  const auto broken = [&](int64_t version, const std::string& fingerprint) {
+    const auto failed = entry.failed.find(version);
+    return failed != entry.failed.end() && failed->second == fingerprint;
+  };
+  const auto settled = [&](int64_t version, const std::string& fingerprint) {
+    const auto seen = previous.find(version);
+    return !settle || (seen != previous.end() && seen->second == fingerprint);
+  };
+  std::set<int64_t> candidates, settling;
+  for (const auto& [version, fingerprint] : scan.versions) {
+    if (entry.ready.count(version) ||
+        (settled(version, fingerprint) && !broken(version, fingerprint))) {
+      candidates.insert(version);
+    } else if (!broken(version, fingerprint)) {
+      settling.insert(version);
+    }
+  }
+  Plan plan;
+  plan.wanted = SelectVersions(entry.serving.versions, candidates);
+  for (auto it = plan.wanted.rbegin(); it != plan.wanted.rend() && !plan.load; ++it) {
+    const std::string& fingerprint = scan.versions.at(*it);
+    const auto ready = entry.ready.find(*it);
+    const bool current = ready != entry.ready.end() && ready->second.fingerprint == fingerprint;
+    if (!current && !broken(*it, fingerprint) && settled(*it, fingerprint)) plan.load = *it;
+  }
+  std::set<int64_t> hopeful = candidates;
+  hopeful.insert(settling.begin(), settling.end());
+  for (int64_t version : SelectVersions(entry.serving.versions, hopeful)) {
+    plan.settling = plan.settling || settling.count(version) > 0;
+  }
+  return plan;
+}
+
+template <typename Model>
+void ModelRepositoryT<Model>::RetireLocked(const std::string& name, Entry& entry,
+                                           const std::vector<int64_t>& wanted) {
+  for (auto it = entry.ready.begin(); it != entry.ready.end();) {
+    if (std::find(wanted.begin(), wanted.end(), it->first) != wanted.end()) {
+      ++it;
+      continue;
+    }
+    LogInfo("retired " + name + " version " + std::to_string(it->first));
+    if (metrics_) {
+      metrics_->SetModelReady(name, std::to_string(it->first), it->second.model->norm_label(),
+                              false);
+    }
+    it = entry.ready.erase(it);  // requests holding it finish on it
+  }
+}
+
+template <typename Model>
+std::string ModelRepositoryT<Model>::RemoveAbsent(const std::string& name) {
+  const std::string absent = "model '" + name + "' is not in the repository " + root_;
+  std::shared_ptr<Batcher> batcher;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    Entry& entry = entries_.at(name);
+    if (!entry.present) return absent;
+    for (const auto& [version, v] : entry.ready) {
+      if (metrics_)
+        metrics_->SetModelReady(name, std::to_string(version), v.model->norm_label(), false);
+    }
+    MarkDirtyLocked(name, entry.serving.group);
+    batcher = std::move(entry.batcher);
+    entry.present = false;  // hidden now, and erased once its syncs are done
+    entry.ready.clear();
+    entry.failed.clear();
+    entry.seen.clear();
+    entry.error.clear();
+    entry.serving = ModelServingConfig();
+    entry.loading = entry.unloaded = false;
+    ++entry.generation;
+  }
+  LogInfo("model " + name + " left the repository; unloaded");
+  Publish();
+  if (batcher) batcher->Stop(kUnloadDrainGrace);
+  return absent;
+}
+
+template <typename Model>
 bool ModelRepositoryT<Model>::Unload(const std::string& name, std::string* error) {
-  std::string group;
+  std::shared_ptr<Batcher> batcher;
   {
     std::lock_guard<std::mutex> lock(mutex_);
     auto it = entries_.find(name);
-    if (it == entries_.end()) {
-      *error = "model '" + name + "' is not loaded";
+    // A model whose first load is still queued counts: the unload must win over it.
+    if (it == entries_.end() || (!it->second.present && !it->second.syncing)) {
+      *error = "model '" + name + "' is not in the repository " + root_;
       return false;
     }
     Entry& entry = it->second;
@@ -148,10 +373,15 @@ bool ModelRepositoryT<Model>::Unload(const std::string& name, std::string* error
     }
     entry.ready.clear();
     entry.unloaded = true;
-    group = entry.serving.group;
+    entry.loading = false;
+    ++entry.generation;
+    batcher = std::move(entry.batcher);
+    MarkDirtyLocked(name, entry.serving.group);
   }
   LogInfo("unloaded " + name);
-  NotifyReadiness(name, group, false);
+  Publish();
+  // Off the lock: the calls already queued run, then the batcher's threads end.
+  if (batcher) batcher->Stop(kUnloadDrainGrace);
   return true;
 }
 
@@ -169,156 +399,47 @@ std::shared_ptr<const Model> ModelRepositoryT<Model>::LoadVersion(const std::str
 }
 
 template <typename Model>
-std::string ModelRepositoryT<Model>::Sync(const std::string& name, bool settle) {
-  std::lock_guard<std::mutex> sync_lock(sync_mutex_);
-  const std::filesystem::path model_dir = std::filesystem::path(root_) / name;
-  std::error_code ec;
-  if (!std::filesystem::is_directory(model_dir, ec)) {
-    std::string group;
-    bool had_versions = false;
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      auto it = entries_.find(name);
-      if (it == entries_.end()) return "model '" + name + "' is not in the repository " + root_;
-      for (const auto& [version, v] : it->second.ready) {
-        if (metrics_)
-          metrics_->SetModelReady(name, std::to_string(version), v.model->norm_label(), false);
-      }
-      had_versions = !it->second.ready.empty();
-      group = it->second.serving.group;
-      entries_.erase(it);
-    }
-    LogInfo("model " + name + " left the repository; unloaded");
-    if (had_versions) NotifyReadiness(name, group, false);
-    return "";
-  }
-
-  ModelServingConfig serving;
-  std::map<int64_t, std::string> present = repository_detail::ScanVersions(model_dir);
-  std::vector<int64_t> to_load;
-  {
-    std::lock_guard<std::mutex> lock(mutex_);
-    if (!entries_.count(name) && metrics_) metrics_->DeclareModel(name);
-    Entry& entry = entries_[name];
-    if (entry.unloaded) return "";
-    try {
-      serving = LoadModelJson(model_dir.string(), defaults_);
-      entry.serving = serving;
-    } catch (const ModelLoadError& e) {
-      entry.error = e.what();
-      if (metrics_) metrics_->RecordModelLoadFailure(name);
-      LogError(entry.error);
-      return entry.error;
-    }
-    // Newest first: the versions the policy wants that are not serving these exact files.
-    int64_t wanted = 0;
-    for (auto it = present.rbegin(); it != present.rend(); ++it) {
-      const auto& [version, fingerprint] = *it;
-      const auto& specific = serving.versions.specific;
-      if (!specific.empty()) {
-        if (std::find(specific.begin(), specific.end(), version) == specific.end()) continue;
-      } else if (wanted >= serving.versions.latest) {
-        break;
-      }
-      const auto ready = entry.ready.find(version);
-      if (ready != entry.ready.end() && ready->second.fingerprint == fingerprint) {
-        ++wanted;
-        continue;
-      }
-      const auto failed = entry.failed.find(version);
-      if (failed != entry.failed.end() && failed->second == fingerprint) continue;
-      const auto seen = entry.seen.find(version);
-      if (settle && (seen == entry.seen.end() || seen->second != fingerprint)) continue;
-      to_load.push_back(version);
-      ++wanted;
-    }
-    entry.seen = present;
-    entry.loading = !to_load.empty();
-  }
-
-  std::string error;
-  for (int64_t version : to_load) {
-    const std::string dir = (model_dir / std::to_string(version)).string();
-    std::shared_ptr<const Model> model;
-    try {
-      model = LoadVersion(name, version, dir);
-    } catch (const std::exception& e) {
-      error = "version " + std::to_string(version) + ": " + e.what();
-      LogError("cannot load " + name + " " + error);
-      if (metrics_) metrics_->RecordModelLoadFailure(name);
-    }
-    std::lock_guard<std::mutex> lock(mutex_);
-    Entry& entry = entries_[name];
-    if (model) {
-      entry.ready[version] = {model, present[version]};
-      entry.failed.erase(version);
-      if (metrics_)
-        metrics_->SetModelReady(name, std::to_string(version), model->norm_label(), true);
-    } else {
-      entry.failed[version] = present[version];
-      entry.error = error;
-    }
-  }
-
-  // Keep what the policy asks for among the versions that serve; a failed newer version
-  // leaves the older one in place.
-  bool ready = false;
-  {
-    std::lock_guard<std::mutex> lock(mutex_);
-    Entry& entry = entries_[name];
-    entry.loading = false;
-    std::vector<int64_t> keep;
-    for (auto it = entry.ready.rbegin(); it != entry.ready.rend(); ++it) {
-      const int64_t version = it->first;
-      if (!present.count(version)) continue;
-      const auto& specific = serving.versions.specific;
-      const bool wanted =
-          specific.empty() ? static_cast<int64_t>(keep.size()) < serving.versions.latest
-                           : std::find(specific.begin(), specific.end(), version) != specific.end();
-      if (wanted) keep.push_back(version);
-    }
-    for (auto it = entry.ready.begin(); it != entry.ready.end();) {
-      if (std::find(keep.begin(), keep.end(), it->first) == keep.end()) {
-        LogInfo("retired " + name + " version " + std::to_string(it->first));
-        if (metrics_) {
-          metrics_->SetModelReady(name, std::to_string(it->first), it->second.model->norm_label(),
-                                  false);
-        }
-        it = entry.ready.erase(it);
-      } else {
-        ++it;
-      }
-    }
-    // The last failure stays visible until a load succeeds or its files are gone.
-    for (auto it = entry.failed.begin(); it != entry.failed.end();) {
-      it = present.count(it->first) ? std::next(it) : entry.failed.erase(it);
-    }
-    if ((!to_load.empty() && error.empty()) || entry.failed.empty()) entry.error.clear();
-    ready = !entry.ready.empty();
-    if (ready && !entry.batcher) entry.batcher = make_batcher_(name, entry.serving.batching);
-    if (!ready && entry.error.empty()) {
-      entry.error = present.empty() ? model_dir.string() + ": no version directory (1, 2, ...)"
-                                    : "no version matches the version policy";
-    }
-  }
-  NotifyReadiness(name, serving.group, ready);
-  return error;
+void ModelRepositoryT<Model>::MarkDirtyLocked(const std::string& name, const std::string& group) {
+  dirty_.insert(name);
+  if (!group.empty()) dirty_.insert(group);
 }
 
 template <typename Model>
-void ModelRepositoryT<Model>::NotifyReadiness(const std::string& name, const std::string& group,
-                                              bool ready) {
-  if (!on_readiness_) return;
-  on_readiness_(name, ready);
-  if (group.empty()) return;
-  bool group_ready = false;
+void ModelRepositoryT<Model>::Publish() {
+  std::unique_lock<std::mutex> lock(mutex_);
+  if (publishing_) return;  // that thread will also tell what we marked
+  publishing_ = true;
+  while (!dirty_.empty() && !stopping_) {
+    const std::string name = *dirty_.begin();
+    dirty_.erase(dirty_.begin());
+    const bool ready = ReadyLocked(name);
+    lock.unlock();
+    if (on_readiness_) on_readiness_(name, ready);
+    lock.lock();
+  }
+  publishing_ = false;
+  idle_.notify_all();
+}
+
+template <typename Model>
+void ModelRepositoryT<Model>::PublishReadiness() {
   {
     std::lock_guard<std::mutex> lock(mutex_);
-    for (const auto& [member, entry] : entries_) {
-      group_ready = group_ready || (entry.serving.group == group && !entry.ready.empty());
+    for (const auto& [name, entry] : entries_) {
+      if (entry.present) MarkDirtyLocked(name, entry.serving.group);
     }
   }
-  on_readiness_(group, group_ready);
+  Publish();
+}
+
+template <typename Model>
+bool ModelRepositoryT<Model>::ReadyLocked(const std::string& name) const {
+  for (const auto& [member, entry] : entries_) {
+    if (entry.present && !entry.ready.empty() && (member == name || entry.serving.group == name)) {
+      return true;
+    }
+  }
+  return false;
 }
 
 template <typename Model>
@@ -326,24 +447,45 @@ typename ModelRepositoryT<Model>::ServingTarget ModelRepositoryT<Model>::Resolve
     const std::string& name, int64_t version, LookupError* error, std::string* message) {
   std::lock_guard<std::mutex> lock(mutex_);
   *error = LookupError::kNone;
+  // Why a model serves nothing, for the client: retry, load it again, or fix its files.
+  const auto not_serving = [&](const std::string& model, const Entry& entry) {
+    if (entry.unloaded) {
+      *error = LookupError::kUnloaded;
+      *message = "model '" + model + "' was unloaded (UnloadModel); LoadModel serves it again";
+    } else if (entry.loading) {
+      *error = LookupError::kLoading;
+      *message = "model '" + model + "' is still loading; retry shortly";
+    } else {
+      *error = LookupError::kFailed;
+      *message = "model '" + model + "' has no version that loads: " + entry.error;
+    }
+  };
   auto it = entries_.find(name);
-  if (it == entries_.end()) {
+  if (it == entries_.end() || !it->second.present) {
     // A variant group: a ready member chosen by weight.
     std::vector<std::pair<const std::string*, double>> members;
+    const Entry* hopeful = nullptr;  // a member that is loading, else one that failed
+    const std::string* hopeful_name = nullptr;
     double total = 0;
     for (const auto& [member, entry] : entries_) {
-      if (entry.serving.group != name || entry.ready.empty()) continue;
-      members.emplace_back(&member, entry.serving.weight);
-      total += entry.serving.weight;
+      if (!entry.present || entry.serving.group != name) continue;
+      if (!entry.ready.empty()) {
+        members.emplace_back(&member, entry.serving.weight);
+        total += entry.serving.weight;
+      } else if (!hopeful || (entry.loading && !hopeful->loading) ||
+                 (hopeful->unloaded && !entry.unloaded)) {
+        hopeful = &entry;
+        hopeful_name = &member;
+      }
     }
     if (members.empty()) {
-      *error = LookupError::kUnknown;
-      *message = "model '" + name + "' is not served; available models: ";
-      std::string names;
-      for (const auto& [n, e] : entries_) {
-        if (!e.ready.empty()) names += (names.empty() ? "" : ", ") + n;
+      if (hopeful) {
+        not_serving(*hopeful_name, *hopeful);
+        *message = "no member of variant group '" + name + "' serves: " + *message;
+      } else {
+        *error = LookupError::kUnknown;
+        *message = "model '" + name + "' is not served; available: " + ReadyNamesLocked();
       }
-      *message += names.empty() ? "(none)" : names;
       return {};
     }
     if (version != 0) {
@@ -362,11 +504,7 @@ typename ModelRepositoryT<Model>::ServingTarget ModelRepositoryT<Model>::Resolve
   }
   Entry& entry = it->second;
   if (entry.ready.empty()) {
-    *error = LookupError::kNotReady;
-    *message = "model '" + it->first + "' has no version ready" +
-               (entry.unloaded        ? " (unloaded)"
-                : entry.error.empty() ? ""
-                                      : ": " + entry.error);
+    not_serving(it->first, entry);
     return {};
   }
   if (version == 0) return {entry.ready.rbegin()->second.model, entry.batcher};
@@ -395,10 +533,10 @@ typename ModelRepositoryT<Model>::ModelStatus ModelRepositoryT<Model>::StatusLoc
     s.newest = entry.ready.rbegin()->second.model;
     s.path = s.newest->dir();
   }
-  s.state = !entry.ready.empty() ? "READY"
-            : entry.loading      ? "LOADING"
-            : entry.unloaded     ? "UNLOADED"
-                                 : "UNAVAILABLE";
+  s.state = !entry.ready.empty() ? ModelState::kReady
+            : entry.unloaded     ? ModelState::kUnloaded
+            : entry.loading      ? ModelState::kLoading
+                                 : ModelState::kFailed;
   return s;
 }
 
@@ -406,7 +544,9 @@ template <typename Model>
 std::vector<typename ModelRepositoryT<Model>::ModelStatus> ModelRepositoryT<Model>::List() const {
   std::lock_guard<std::mutex> lock(mutex_);
   std::vector<ModelStatus> out;
-  for (const auto& [name, entry] : entries_) out.push_back(StatusLocked(name, entry));
+  for (const auto& [name, entry] : entries_) {
+    if (entry.present) out.push_back(StatusLocked(name, entry));
+  }
   return out;
 }
 
@@ -415,16 +555,21 @@ std::optional<typename ModelRepositoryT<Model>::ModelStatus> ModelRepositoryT<Mo
     const std::string& name) const {
   std::lock_guard<std::mutex> lock(mutex_);
   auto it = entries_.find(name);
-  if (it == entries_.end()) return std::nullopt;
+  if (it == entries_.end() || !it->second.present) return std::nullopt;
   return StatusLocked(name, it->second);
 }
 
 template <typename Model>
 std::string ModelRepositoryT<Model>::ReadyNames() const {
   std::lock_guard<std::mutex> lock(mutex_);
+  return ReadyNamesLocked();
+}
+
+template <typename Model>
+std::string ModelRepositoryT<Model>::ReadyNamesLocked() const {
   std::set<std::string> names;
   for (const auto& [name, entry] : entries_) {
-    if (entry.ready.empty()) continue;
+    if (!entry.present || entry.ready.empty()) continue;
     names.insert(name);
     if (!entry.serving.group.empty()) names.insert(entry.serving.group + " (group)");
   }
@@ -437,7 +582,7 @@ template <typename Model>
 size_t ModelRepositoryT<Model>::ready_count() const {
   std::lock_guard<std::mutex> lock(mutex_);
   return std::count_if(entries_.begin(), entries_.end(),
-                       [](const auto& e) { return !e.second.ready.empty(); });
+                       [](const auto& e) { return e.second.present && !e.second.ready.empty(); });
 }
 
 template <typename Model>

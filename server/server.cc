@@ -81,10 +81,8 @@ NormServer::NormServer(const ServerOptions& options)
   if (!server_ || grpc_port_ == 0) {
     throw std::runtime_error("cannot listen for gRPC on " + options.grpc_address);
   }
-  for (const ModelStatus& s : repository_->List()) {
-    SetHealth(s.name, s.newest != nullptr);
-    if (!s.group.empty()) SetHealth(s.group, s.newest != nullptr);
-  }
+  // What changed before the server existed was not told to its health service.
+  repository_->PublishReadiness();
   if (options.model_control == ModelControl::kPoll) {
     repository_->StartPolling(
         std::chrono::milliseconds(static_cast<int64_t>(options.repository_poll_secs * 1000)));
@@ -96,6 +94,8 @@ NormServer::NormServer(const ServerOptions& options)
 
 NormServer::~NormServer() {
   Shutdown();
+  // No load and no health change after this point.
+  repository_->StopLoading();
   SetNormTimingSink({});  // the metrics go with this server
 }
 
@@ -103,15 +103,16 @@ int NormServer::metrics_port() const { return metrics_->port(); }
 
 void NormServer::Wait() { server_->Wait(); }
 
-// Health: every model and group by name, and the server as a whole ("" and the service
-// name) while any model serves.
+// Health: every model and group by name, exactly its readiness, and the server as a whole
+// ("" and the service name) while any model serves. The whole-server names are set by name:
+// SetServingStatus(bool) would overwrite every model's status too.
 void NormServer::SetHealth(const std::string& name, bool serving) {
   std::lock_guard<std::mutex> lock(health_mutex_);
   if (!server_) return;
   auto* health = server_->GetHealthCheckService();
   health->SetServingStatus(name, serving);
   const bool any = repository_->ready_count() > 0;
-  health->SetServingStatus(any);
+  health->SetServingStatus("", any);
   health->SetServingStatus(kServiceName, any);
 }
 

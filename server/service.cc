@@ -34,15 +34,34 @@ GenerationOptions FromProto(const v1::GenerateOptions& p) {
   return o;
 }
 
+// Codes a client can act on: UNAVAILABLE (retry) only while the model is on its way.
 grpc::StatusCode LookupCode(ModelRepository::LookupError error) {
   switch (error) {
-    case ModelRepository::LookupError::kNotReady:
+    case ModelRepository::LookupError::kLoading:
       return grpc::StatusCode::UNAVAILABLE;
     case ModelRepository::LookupError::kInvalidName:
       return grpc::StatusCode::INVALID_ARGUMENT;
-    default:
+    // The model is in the repository but none of its versions loads: retrying cannot help
+    // until an operator fixes the files, and the name is right, so not NOT_FOUND either.
+    case ModelRepository::LookupError::kFailed:
+      return grpc::StatusCode::FAILED_PRECONDITION;
+    default:  // unknown, unloaded (nothing serves it until LoadModel) or an unknown version
       return grpc::StatusCode::NOT_FOUND;
   }
+}
+
+v1::ModelState ToProto(ModelState state) {
+  switch (state) {
+    case ModelState::kLoading:
+      return v1::MODEL_STATE_LOADING;
+    case ModelState::kReady:
+      return v1::MODEL_STATE_READY;
+    case ModelState::kFailed:
+      return v1::MODEL_STATE_FAILED;
+    case ModelState::kUnloaded:
+      return v1::MODEL_STATE_UNLOADED;
+  }
+  return v1::MODEL_STATE_UNSPECIFIED;
 }
 
 // Priority 0 means the lowest level; 1..levels are explicit.
@@ -66,7 +85,7 @@ auto UnaryRefusal(Metrics* metrics, const char* rpc, grpc::ServerUnaryReactor* r
 
 void FillInfo(const ModelStatus& s, v1::ModelInfo* out) {
   out->set_name(s.name);
-  out->set_state(s.state);
+  out->set_state(ToProto(s.state));
   out->set_ready(s.newest != nullptr);
   out->set_error(s.error);
   out->set_path(s.path);
@@ -307,9 +326,9 @@ grpc::ServerUnaryReactor* NormServeService::LoadModel(grpc::CallbackServerContex
     reactor->Finish(check);
     return reactor;
   }
-  // Loading reads files and runs a warm-up inference: not on a gRPC thread.
-  management_->Submit([this, reactor, request, response] {
-    const std::string error = repository_->Load(request->model());
+  // The load runs on the repository's loading threads, which answer when it is done: a slow
+  // model holds up neither gRPC's threads nor the loads of other models.
+  repository_->Load(request->model(), [this, reactor, request, response](const std::string& error) {
     const auto status = repository_->Get(request->model());
     if (status) FillInfo(*status, response);
     if (!status || status->ready_versions.empty()) {
@@ -332,12 +351,18 @@ grpc::ServerUnaryReactor* NormServeService::UnloadModel(grpc::CallbackServerCont
                                                         const v1::UnloadModelRequest* request,
                                                         v1::UnloadModelResponse*) {
   auto* reactor = context->DefaultReactor();
-  grpc::Status status = CheckManagement(request->model());
-  std::string error;
-  if (status.ok() && !repository_->Unload(request->model(), &error)) {
-    status = grpc::Status(grpc::StatusCode::NOT_FOUND, error);
+  const grpc::Status check = CheckManagement(request->model());
+  if (!check.ok()) {
+    reactor->Finish(check);
+    return reactor;
   }
-  reactor->Finish(status);
+  // Unload waits for the model's queued calls to drain: not on a gRPC thread.
+  management_->Submit([this, reactor, request] {
+    std::string error;
+    reactor->Finish(repository_->Unload(request->model(), &error)
+                        ? grpc::Status::OK
+                        : grpc::Status(grpc::StatusCode::NOT_FOUND, error));
+  });
   return reactor;
 }
 

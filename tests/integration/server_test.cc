@@ -138,7 +138,7 @@ TEST_F(ServerTest, ListsAndDescribesModels) {
   ASSERT_TRUE(stub->GetModel(&get_context, get, &info).ok());
   EXPECT_EQ(info.architecture(), "transformer_mt");
   EXPECT_TRUE(info.ready());
-  EXPECT_EQ(info.state(), "READY");
+  EXPECT_EQ(info.state(), v1::MODEL_STATE_READY);
   EXPECT_GT(info.parameters(), 0u);
   EXPECT_EQ(info.norm_sites_size(), 6);  // 2 encoder, 3 decoder sites, final
 }

@@ -153,7 +153,7 @@ TEST(ServingCoreTest, ACorruptNewVersionKeepsTheOldServingWithTheReasonInGetMode
   get.set_model("deen");
   v1::ModelInfo info;
   ASSERT_TRUE(stub->GetModel(&context, get, &info).ok());
-  EXPECT_EQ(info.state(), "READY");
+  EXPECT_EQ(info.state(), v1::MODEL_STATE_READY);
   EXPECT_EQ(info.version(), 1);
   EXPECT_NE(info.error().find("model.safetensors"), std::string::npos) << info.error();
   grpc::ClientContext translate_context;
@@ -200,7 +200,7 @@ TEST(ServingCoreTest, ExplicitLoadAndUnloadWithNameChecks) {
   EXPECT_EQ(load("nope", &info).error_code(), grpc::StatusCode::NOT_FOUND);
   ASSERT_TRUE(unload("enlm").ok());
   const grpc::Status unloaded = score();
-  EXPECT_EQ(unloaded.error_code(), grpc::StatusCode::UNAVAILABLE);
+  EXPECT_EQ(unloaded.error_code(), grpc::StatusCode::NOT_FOUND);  // not retryable
   EXPECT_NE(unloaded.error_message().find("unloaded"), std::string::npos);
   // A model copied in after start is loaded on request.
   repo.CopyVersion("deen", "late", 1);

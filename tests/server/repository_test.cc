@@ -1,12 +1,15 @@
 // The model lifecycle on a stand-in model (no LibTorch, so it also runs under
 // ThreadSanitizer): versions and policies, polling with settling, failed versions that never
-// replace a serving one, explicit load and unload, name checks, variant groups, and swaps
-// while other threads resolve.
+// replace a serving one, explicit load and unload, name checks, variant groups, readiness
+// that tells the truth, loads of different models side by side, an unload that a load in
+// progress cannot undo, and swaps and unloads while other threads resolve.
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <condition_variable>
 #include <filesystem>
 #include <fstream>
+#include <future>
 #include <random>
 #include <set>
 #include <thread>
@@ -69,6 +72,7 @@ class RepositoryTest : public ::testing::Test {
         root_.string(), BatcherConfig{},
         [this](const std::string& dir, const std::string& name, int64_t version) {
           ++loads_;
+          if (name == gated_model_) gate_.PassWhenOpen();
           std::ifstream in(dir + "/weights");
           if (!in) throw ModelLoadError(dir + "/weights: missing");
           std::string content;
@@ -94,7 +98,50 @@ class RepositoryTest : public ::testing::Test {
     return target.model ? target.model->content() : "error: " + message;
   }
 
+  Repository::LookupError LookupOf(const std::string& name, std::string* message = nullptr) {
+    Repository::LookupError error;
+    std::string text;
+    repository_->Resolve(name, 0, &error, &text);
+    if (message) *message = text;
+    return error;
+  }
+
+  bool Readiness(const std::string& name) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    const auto it = readiness_.find(name);
+    return it != readiness_.end() && it->second;
+  }
+
+  // Holds the loads of one model until opened; says when a load is waiting at it.
+  class Gate {
+   public:
+    void PassWhenOpen() {
+      std::unique_lock<std::mutex> lock(mutex_);
+      ++waiting_;
+      changed_.notify_all();
+      changed_.wait(lock, [this] { return open_; });
+    }
+    // Bounded so that a broken lifecycle fails the test instead of hanging it.
+    bool WaitUntilALoadWaits() {
+      std::unique_lock<std::mutex> lock(mutex_);
+      return changed_.wait_for(lock, std::chrono::seconds(60), [this] { return waiting_ > 0; });
+    }
+    void Open() {
+      std::lock_guard<std::mutex> lock(mutex_);
+      open_ = true;
+      changed_.notify_all();
+    }
+
+   private:
+    std::mutex mutex_;
+    std::condition_variable changed_;
+    int waiting_ = 0;
+    bool open_ = false;
+  };
+
   fs::path root_;
+  std::string gated_model_;  // set before Make()
+  Gate gate_;
   std::unique_ptr<Repository> repository_;
   std::atomic<int> loads_{0};
   std::mutex mutex_;
@@ -109,9 +156,9 @@ TEST_F(RepositoryTest, ServesTheNewestVersionAndReportsReadiness) {
   EXPECT_NE(Serving("m", 1).find("version 1 of model 'm' is not loaded"), std::string::npos);
   const auto status = repository_->Get("m");
   ASSERT_TRUE(status);
-  EXPECT_EQ(status->state, "READY");
+  EXPECT_EQ(status->state, ModelState::kReady);
   EXPECT_EQ(status->ready_versions, std::vector<int64_t>{2});
-  EXPECT_TRUE(readiness_["m"]);
+  EXPECT_TRUE(Readiness("m"));
 }
 
 TEST_F(RepositoryTest, VersionPoliciesLatestNAndSpecific) {
@@ -145,7 +192,7 @@ TEST_F(RepositoryTest, AFailedVersionNeverReplacesTheServingOneAndIsNotRetriedUn
   repository_->Poll();
   EXPECT_EQ(Serving("m"), "one");
   const auto status = repository_->Get("m");
-  EXPECT_EQ(status->state, "READY");
+  EXPECT_EQ(status->state, ModelState::kReady);
   EXPECT_NE(status->error.find("corrupt"), std::string::npos) << status->error;
   const int loads = loads_;
   repository_->Poll();
@@ -179,7 +226,7 @@ TEST_F(RepositoryTest, RemovedModelsAndVersionsAreUnloaded) {
   repository_->Poll();
   EXPECT_EQ(Serving("m"), "one");
   EXPECT_FALSE(repository_->Get("gone"));
-  EXPECT_FALSE(readiness_["gone"]);
+  EXPECT_FALSE(Readiness("gone"));
 }
 
 TEST_F(RepositoryTest, ExplicitUnloadAndLoad) {
@@ -187,10 +234,12 @@ TEST_F(RepositoryTest, ExplicitUnloadAndLoad) {
   Make().LoadAll();
   std::string error;
   ASSERT_TRUE(repository_->Unload("m", &error));
-  EXPECT_EQ(repository_->Get("m")->state, "UNLOADED");
+  EXPECT_EQ(repository_->Get("m")->state, ModelState::kUnloaded);
   EXPECT_NE(Serving("m").find("unloaded"), std::string::npos);
-  EXPECT_FALSE(readiness_["m"]);
+  EXPECT_FALSE(Readiness("m"));
+  EXPECT_EQ(LookupOf("m"), Repository::LookupError::kUnloaded);
   EXPECT_EQ(repository_->Load("m"), "");
+  EXPECT_TRUE(Readiness("m"));
   EXPECT_EQ(Serving("m"), "one");
   EXPECT_FALSE(repository_->Unload("nope", &error));
   EXPECT_NE(repository_->Load("nope").find("not in the repository"), std::string::npos);
@@ -217,7 +266,7 @@ TEST_F(RepositoryTest, AVariantGroupSpreadsRequestsByWeight) {
   // Expected 1000 and 3000; 6 standard deviations is about 164.
   EXPECT_NEAR(served["ln"], 1000, 200);
   EXPECT_NEAR(served["rms"], 3000, 200);
-  EXPECT_TRUE(readiness_["deen"]);
+  EXPECT_TRUE(Readiness("deen"));
   EXPECT_NE(repository_->ReadyNames().find("deen (group)"), std::string::npos);
 }
 
@@ -229,7 +278,7 @@ TEST_F(RepositoryTest, ABrokenModelJsonIsReportedAndOthersServe) {
   EXPECT_EQ(Serving("good"), "g");
   const auto bad = repository_->Get("bad");
   ASSERT_TRUE(bad);
-  EXPECT_EQ(bad->state, "UNAVAILABLE");
+  EXPECT_EQ(bad->state, ModelState::kFailed);
   EXPECT_NE(bad->error.find("max_batch_size"), std::string::npos) << bad->error;
 }
 
@@ -267,6 +316,136 @@ TEST_F(RepositoryTest, SwapsWhileOtherThreadsResolveNeverFail) {
   for (auto& c : clients) c.join();
   EXPECT_EQ(failures, 0);
   EXPECT_GT(resolved, 0);
+}
+
+TEST_F(RepositoryTest, ABrokenNewestVersionFallsBackToTheOneBelowAtStart) {
+  WriteVersion("m", 1, "one");
+  WriteVersion("m", 2, "corrupt");
+  Make().LoadAll();
+  EXPECT_EQ(Serving("m"), "one");
+  const auto status = repository_->Get("m");
+  EXPECT_EQ(status->state, ModelState::kReady);
+  EXPECT_EQ(status->ready_versions, std::vector<int64_t>{1});
+  EXPECT_NE(status->error.find("corrupt"), std::string::npos) << status->error;
+}
+
+TEST_F(RepositoryTest, AModelWhoseOnlyVersionIsBrokenIsFailedAndNotReady) {
+  WriteVersion("broken", 1, "corrupt");
+  WriteVersion("good", 1, "g");
+  WriteModelJson("broken", R"({"group": "pair"})");
+  WriteModelJson("good", R"({"group": "pair"})");
+  Make().LoadAll();
+  EXPECT_EQ(repository_->Get("broken")->state, ModelState::kFailed);
+  std::string message;
+  EXPECT_EQ(LookupOf("broken", &message), Repository::LookupError::kFailed);
+  EXPECT_NE(message.find("corrupt"), std::string::npos) << message;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    ASSERT_TRUE(readiness_.count("broken")) << "the broken model's readiness was never told";
+    EXPECT_FALSE(readiness_["broken"]);
+    EXPECT_TRUE(readiness_["good"]);
+    EXPECT_TRUE(readiness_["pair"]);
+  }
+  EXPECT_EQ(repository_->ready_count(), 1u);
+  // The group serves while one member does, and stops when none does.
+  std::string error;
+  ASSERT_TRUE(repository_->Unload("good", &error));
+  EXPECT_FALSE(Readiness("good"));
+  EXPECT_FALSE(Readiness("pair"));
+  EXPECT_NE(LookupOf("pair"), Repository::LookupError::kNone);
+}
+
+TEST_F(RepositoryTest, ALoadingModelIsRetryableAndASlowOneDoesNotDelayAnother) {
+  WriteVersion("slow", 1, "s");
+  WriteVersion("fast", 1, "f");
+  gated_model_ = "slow";
+  Make();
+  std::promise<std::string> slow_done;
+  repository_->Load("slow", [&](const std::string& error) { slow_done.set_value(error); });
+  ASSERT_TRUE(gate_.WaitUntilALoadWaits());
+  EXPECT_EQ(repository_->Get("slow")->state, ModelState::kLoading);
+  EXPECT_EQ(LookupOf("slow"), Repository::LookupError::kLoading);
+  // This returns only if "fast" loads while "slow" is still held at the gate.
+  EXPECT_EQ(repository_->Load("fast"), "");
+  EXPECT_EQ(Serving("fast"), "f");
+  EXPECT_EQ(repository_->Get("slow")->state, ModelState::kLoading);
+  gate_.Open();
+  EXPECT_EQ(slow_done.get_future().get(), "");
+  EXPECT_EQ(Serving("slow"), "s");
+  EXPECT_TRUE(Readiness("slow"));
+}
+
+TEST_F(RepositoryTest, AnUnloadDuringALoadWins) {
+  WriteVersion("m", 1, "one");
+  gated_model_ = "m";
+  Make();
+  std::promise<std::string> load_done;
+  repository_->Load("m", [&](const std::string& error) { load_done.set_value(error); });
+  ASSERT_TRUE(gate_.WaitUntilALoadWaits());
+  std::string error;
+  ASSERT_TRUE(repository_->Unload("m", &error)) << error;
+  gate_.Open();
+  const std::string result = load_done.get_future().get();
+  EXPECT_NE(result.find("unloaded"), std::string::npos) << result;
+  EXPECT_EQ(repository_->Get("m")->state, ModelState::kUnloaded);
+  EXPECT_EQ(LookupOf("m"), Repository::LookupError::kUnloaded);
+  EXPECT_FALSE(Readiness("m"));
+  EXPECT_TRUE(repository_->batchers().empty());
+  repository_->Poll();  // a poll does not bring it back either
+  EXPECT_EQ(repository_->Get("m")->state, ModelState::kUnloaded);
+  // A later load does.
+  EXPECT_EQ(repository_->Load("m"), "");
+  EXPECT_EQ(Serving("m"), "one");
+  EXPECT_TRUE(Readiness("m"));
+}
+
+TEST_F(RepositoryTest, LoadUnloadPollAndResolveFromSeveralThreadsStayConsistent) {
+  WriteVersion("m", 1, "v1");
+  WriteVersion("other", 1, "o");
+  Make().LoadAll();
+  std::atomic<int> wrong{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      std::mt19937 random(t);
+      for (int i = 0; i < 150; ++i) {
+        std::string error;
+        switch (random() % 4) {
+          case 0:
+            if (!repository_->Load("m").empty()) {
+              // Only a concurrent unload may stop a load of good files.
+              if (repository_->Get("m")->state == ModelState::kFailed) ++wrong;
+            }
+            break;
+          case 1:
+            if (!repository_->Unload("m", &error)) ++wrong;
+            break;
+          case 2:
+            repository_->Poll();
+            break;
+          default: {
+            Repository::LookupError lookup;
+            std::string message;
+            const auto target = repository_->Resolve("m", 0, &lookup, &message);
+            if (target.model ? target.model->content() != "v1"
+                             : lookup == Repository::LookupError::kFailed) {
+              ++wrong;
+            }
+          }
+        }
+        if (Serving("other") != "o") ++wrong;
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(wrong, 0);
+  std::string error;
+  ASSERT_TRUE(repository_->Unload("m", &error));
+  EXPECT_EQ(repository_->Get("m")->state, ModelState::kUnloaded);
+  EXPECT_FALSE(Readiness("m"));
+  EXPECT_EQ(repository_->Load("m"), "");
+  EXPECT_EQ(Serving("m"), "v1");
+  EXPECT_TRUE(Readiness("m"));
 }
 
 }  // namespace

@@ -1,0 +1,88 @@
+// The pure scan of the repository (server/repository_scan.h) on a temporary directory.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <random>
+
+#include "server/repository_scan.h"
+
+namespace normserve {
+namespace {
+
+namespace fs = std::filesystem;
+
+class ScanTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    root_ = fs::temp_directory_path() /
+            ("normserve-scan-test-" + std::to_string(std::random_device{}()));
+    fs::create_directories(root_);
+  }
+  void TearDown() override { fs::remove_all(root_); }
+
+  void Write(const fs::path& relative, const std::string& content) {
+    fs::create_directories((root_ / relative).parent_path());
+    std::ofstream(root_ / relative) << content;
+  }
+
+  fs::path root_;
+};
+
+TEST_F(ScanTest, FindsModelsAndTheirNumberedVersionDirectoriesOnly) {
+  Write("deen/1/weights", "a");
+  Write("deen/12/weights", "b");
+  Write("deen/0/weights", "zero is no version");
+  Write("deen/latest/weights", "not a number");
+  Write("deen/3", "a file, not a directory");
+  Write("enlm/2/weights", "c");
+  Write(".hidden/1/weights", "d");
+  Write("README", "a file at the root");
+  const RepositoryScan scan = ScanRepository(root_.string(), BatcherConfig{});
+  ASSERT_EQ(scan.size(), 2u);
+  const ModelScan& deen = scan.at("deen");
+  EXPECT_TRUE(deen.present);
+  ASSERT_EQ(deen.versions.size(), 2u);
+  EXPECT_EQ(deen.versions.begin()->first, 1);
+  EXPECT_EQ(deen.versions.rbegin()->first, 12);
+  EXPECT_EQ(scan.at("enlm").versions.begin()->first, 2);
+}
+
+TEST_F(ScanTest, FingerprintsChangeWithTheFilesAndOnlyThen) {
+  Write("m/1/weights", "one");
+  const ModelScan first = ScanModel(root_.string(), "m", BatcherConfig{});
+  const ModelScan again = ScanModel(root_.string(), "m", BatcherConfig{});
+  EXPECT_EQ(first.versions, again.versions) << "a scan changed what it read";
+  Write("m/1/weights", "one more");  // a copy still growing
+  EXPECT_NE(ScanModel(root_.string(), "m", BatcherConfig{}).versions.at(1), first.versions.at(1));
+  Write("m/1/tokenizer.spm", "");
+  EXPECT_NE(ScanModel(root_.string(), "m", BatcherConfig{}).versions.at(1).find("tokenizer.spm"),
+            std::string::npos);
+}
+
+TEST_F(ScanTest, ReadsModelJsonAndReportsABrokenOne) {
+  Write("m/1/weights", "x");
+  Write("m/model.json", R"({"version_policy": {"latest": 2}, "group": "g"})");
+  Write("bad/1/weights", "x");
+  Write("bad/model.json", R"({"max_batch_size": "many"})");
+  BatcherConfig defaults;
+  defaults.max_batch_size = 7;
+  const RepositoryScan scan = ScanRepository(root_.string(), defaults);
+  EXPECT_EQ(scan.at("m").serving.versions.latest, 2);
+  EXPECT_EQ(scan.at("m").serving.group, "g");
+  EXPECT_TRUE(scan.at("m").config_error.empty());
+  const ModelScan& bad = scan.at("bad");
+  EXPECT_NE(bad.config_error.find("max_batch_size"), std::string::npos) << bad.config_error;
+  EXPECT_EQ(bad.serving.batching.max_batch_size, 7);  // the defaults
+}
+
+TEST_F(ScanTest, AMissingModelOrRootOrABadNameIsAbsent) {
+  EXPECT_FALSE(ScanModel(root_.string(), "nope", BatcherConfig{}).present);
+  EXPECT_FALSE(ScanModel(root_.string(), "..", BatcherConfig{}).present);
+  EXPECT_TRUE(ScanRepository((root_ / "missing").string(), BatcherConfig{}).empty());
+  Write("m/1/weights", "x");
+  EXPECT_FALSE(ScanModel(root_.string(), "m/1", BatcherConfig{}).present);
+}
+
+}  // namespace
+}  // namespace normserve
