@@ -210,13 +210,6 @@ int LoadOrUnload(v1::NormServe::Stub& stub, const Args& args, bool load) {
   return status.ok() ? 0 : Fail(status);
 }
 
-// READY, LOADING, FAILED, UNLOADED: the enum's name without its prefix.
-std::string StateName(v1::ModelState state) {
-  const std::string name = v1::ModelState_Name(state);
-  const std::string prefix = "MODEL_STATE_";
-  return name.rfind(prefix, 0) == 0 ? name.substr(prefix.size()) : name;
-}
-
 int Models(v1::NormServe::Stub& stub, const Args& args) {
   grpc::ClientContext context;
   SetDeadline(&context, args);
@@ -231,7 +224,7 @@ int Models(v1::NormServe::Stub& stub, const Args& args) {
   for (const auto& m : response.models()) {
     std::printf("%-20s %-8lld %-15s %-24s %s%s\n", m.name().c_str(),
                 static_cast<long long>(m.version()), m.architecture().c_str(), m.norm().c_str(),
-                StateName(m.state()).c_str(), m.error().empty() ? "" : ("  " + m.error()).c_str());
+                ModelStateName(m.state()).c_str(), m.error().empty() ? "" : ("  " + m.error()).c_str());
   }
   return 0;
 }

@@ -23,4 +23,10 @@ const char* StatusCodeName(int code) {
   return code >= 0 && code < 17 ? kNames[code] : "UNKNOWN";
 }
 
+std::string ModelStateName(v1::ModelState state) {
+  const std::string name = v1::ModelState_Name(state);
+  const std::string prefix = "MODEL_STATE_";
+  return name.rfind(prefix, 0) == 0 ? name.substr(prefix.size()) : name;
+}
+
 }  // namespace normserve

@@ -76,7 +76,7 @@ int Run(const BenchOptions& o) {
     if (!status.ok()) return FailStatus(status);
   }
   if (!info.ready()) {
-    return Fail("FAILED_PRECONDITION: model '" + o.model + "' is not ready (state " + info.state() +
+    return Fail("FAILED_PRECONDITION: model '" + o.model + "' is not ready (state " + ModelStateName(info.state()) +
                 (info.error().empty() ? "" : ": " + info.error()) + ")");
   }
   const bool mt = info.architecture() == "transformer_mt";
