@@ -12,6 +12,8 @@ packages=(
   libcpp-httplib-dev
   # Caches compiled objects between builds (scripts/build.sh).
   ccache
+  # libFuzzer with ASan and UBSan for the fuzz tests of every parser of untrusted bytes.
+  clang
   # The Python gRPC client of the end-to-end tests (run with Debian's /usr/bin/python3; the
   # stubs come from protoc and grpc_python_plugin of protobuf-compiler-grpc).
   python3-grpcio python3-protobuf
