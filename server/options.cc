@@ -38,7 +38,10 @@ Request limits (INVALID_ARGUMENT beyond them, checked before tokenizing):
   --max-texts-per-request N   texts or pairs per request (default 1024)
   --max-text-bytes N          bytes per text (default 0: 64 per position of the model, i.e.
                               16384 for max_positions 256)
+  --max-tokens-per-request N  tokens of a request's texts together (default 65536)
   --max-message-bytes N       largest request message (default 4194304; RESOURCE_EXHAUSTED)
+  --max-metadata-bytes N      request metadata (headers) together (default 16384)
+  --max-concurrent-streams N  calls at once on one client connection (default 100)
   --tokenizer-threads N       threads that check and tokenize requests off gRPC's threads
                               (default 2)
   --help                      this text
@@ -124,8 +127,14 @@ bool ParseServerOptions(const std::vector<std::string>& args, ServerOptions* o, 
       o->limits.max_texts = Integer(flag, value, 1, 1 << 16);
     } else if (flag == "--max-text-bytes") {
       o->limits.max_text_bytes = Integer(flag, value, 0, 1 << 26);
+    } else if (flag == "--max-tokens-per-request") {
+      o->limits.max_tokens = Integer(flag, value, 1, 1 << 24);
     } else if (flag == "--max-message-bytes") {
       o->max_message_bytes = Integer(flag, value, 1024, 1 << 30);
+    } else if (flag == "--max-metadata-bytes") {
+      o->max_metadata_bytes = Integer(flag, value, 1024, 1 << 20);
+    } else if (flag == "--max-concurrent-streams") {
+      o->max_concurrent_streams = static_cast<int>(Integer(flag, value, 1, 1 << 16));
     } else if (flag == "--tokenizer-threads") {
       o->tokenizer_threads = static_cast<int>(Integer(flag, value, 1, 64));
     } else {

@@ -19,10 +19,12 @@ struct ServerOptions {
   ModelControl model_control = ModelControl::kNone;
   double repository_poll_secs = 5;
   double shutdown_grace_secs = 30;
-  BatcherConfig batching;               // defaults for models whose model.json does not say
-  RequestLimits limits;                 // texts per request and bytes per text (memory: batching)
-  int64_t max_message_bytes = 4 << 20;  // largest request message gRPC accepts
-  int tokenizer_threads = 2;            // threads that check and tokenize requests
+  BatcherConfig batching;                 // defaults for models whose model.json does not say
+  RequestLimits limits;                   // texts per request and bytes per text (memory: batching)
+  int64_t max_message_bytes = 4 << 20;    // largest request message gRPC accepts
+  int64_t max_metadata_bytes = 16 << 10;  // request headers (metadata) together
+  int max_concurrent_streams = 100;       // calls at once on one client connection
+  int tokenizer_threads = 2;              // threads that check and tokenize requests
 };
 
 // Parses argv; throws std::invalid_argument with a message fit for the user. Returns false
