@@ -6,7 +6,8 @@
 namespace normserve::cli {
 
 const char kUsage[] =
-    R"(usage: normserve [--server HOST:PORT] [--json] [--timeout SECS] COMMAND [flags] [TEXT...]
+    R"(usage: normserve [--server HOST:PORT] [--json] [--timeout SECS] [TLS flags]
+                 COMMAND [flags] [TEXT...]
 
 commands:
   translate --model M [--beam N] [--n-best N] [--length-penalty X]
@@ -71,6 +72,8 @@ std::optional<Args> ParseArgs(const std::vector<std::string>& argv) {
     if (a == "--help" || a == "-h") return std::nullopt;
     if (a == "--server")
       args.server = value_of(a);
+    else if (std::string* field = client::TlsFlagField(a, &args.tls))
+      *field = value_of(a);
     else if (a == "--json")
       args.json = true;
     else if (a == "--timeout")
@@ -88,6 +91,8 @@ std::optional<Args> ParseArgs(const std::vector<std::string>& argv) {
       args.json = true;
     } else if (a == "--server") {
       args.server = value_of(a);
+    } else if (std::string* field = client::TlsFlagField(a, &args.tls)) {
+      *field = value_of(a);
     } else if (a == "--") {
       args.texts.insert(args.texts.end(), argv.begin() + static_cast<long>(i) + 1, argv.end());
       break;
@@ -98,6 +103,7 @@ std::optional<Args> ParseArgs(const std::vector<std::string>& argv) {
       args.texts.push_back(a);
     }
   }
+  client::CheckChannelTls(args.tls);
   return args;
 }
 

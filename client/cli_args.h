@@ -6,12 +6,15 @@
 #include <string>
 #include <vector>
 
+#include "client/channel.h"
+
 namespace normserve::cli {
 
 struct Args {
   std::string server = "127.0.0.1:50051";
   bool json = false;
   double timeout_secs = 60;
+  client::ChannelTls tls;
   std::string command;
   std::map<std::string, std::string> flags;  // command flags, without the leading --
   std::vector<std::string> texts;            // arguments, else lines of stdin
@@ -22,8 +25,9 @@ struct Args {
 };
 
 // Throws std::invalid_argument with a message for the user; returns nullopt for --help.
+// The TLS flags (client/channel.h) go before or after the command, like --server.
 std::optional<Args> ParseArgs(const std::vector<std::string>& argv);
 
-extern const char kUsage[];
+extern const char kUsage[];  // followed by client::kTlsUsage
 
 }  // namespace normserve::cli

@@ -17,7 +17,9 @@ calls get UNAVAILABLE, queued and running calls finish within the grace period, 
 
   --model-repository DIR      the model repository (required)
   --grpc-address ADDR         gRPC listen address (default 0.0.0.0:50051; port 0 picks one)
-  --metrics-address ADDR      metrics listen address (default 0.0.0.0:9464; "" disables)
+  --metrics-address ADDR      metrics listen address, plain HTTP (default 127.0.0.1:9464,
+                              reachable from this host only; 0.0.0.0:9464 exposes it on
+                              purpose, behind a firewall or NetworkPolicy; "" disables)
   --threads N                 LibTorch intra-op threads (default: all cores)
   --device DEVICE             cpu (default), or cuda[:N] with a CUDA LibTorch build
   --model-control MODE        none: load every model at start (default)
@@ -44,6 +46,13 @@ Request limits (INVALID_ARGUMENT beyond them, checked before tokenizing):
   --max-concurrent-streams N  calls at once on one client connection (default 100)
   --tokenizer-threads N       threads that check and tokenize requests off gRPC's threads
                               (default 2)
+TLS on the gRPC port (default: plaintext):
+  --tls-cert FILE             PEM certificate chain of the server (with --tls-key)
+  --tls-key FILE              PEM private key of --tls-cert, unencrypted
+  --tls-client-ca FILE        mutual TLS: clients must present a certificate signed by a CA in
+                              FILE (needs --tls-cert and --tls-key)
+  --tls-refresh-secs S        re-read the three files every S seconds, so replaced
+                              certificates take effect without a restart (default 60)
   --help                      this text
 )";
 
@@ -91,6 +100,14 @@ bool ParseServerOptions(const std::vector<std::string>& args, ServerOptions* o, 
       o->model_repository = value;
     } else if (flag == "--grpc-address") {
       o->grpc_address = value;
+    } else if (flag == "--tls-cert") {
+      o->tls.cert_file = value;
+    } else if (flag == "--tls-key") {
+      o->tls.key_file = value;
+    } else if (flag == "--tls-client-ca") {
+      o->tls.client_ca_file = value;
+    } else if (flag == "--tls-refresh-secs") {
+      o->tls.refresh_secs = static_cast<int>(Integer(flag, value, 1, 86400));
     } else if (flag == "--metrics-address") {
       o->metrics_address = value;
     } else if (flag == "--threads") {
@@ -143,6 +160,13 @@ bool ParseServerOptions(const std::vector<std::string>& args, ServerOptions* o, 
   }
   if (o->model_repository.empty()) {
     throw std::invalid_argument(std::string("--model-repository is required\n\n") + kUsage);
+  }
+  if (o->tls.cert_file.empty() != o->tls.key_file.empty()) {
+    throw std::invalid_argument("--tls-cert and --tls-key go together: give both or neither");
+  }
+  if (!o->tls.client_ca_file.empty() && o->tls.cert_file.empty()) {
+    throw std::invalid_argument(
+        "--tls-client-ca needs --tls-cert and --tls-key: mutual TLS is TLS first");
   }
   return true;
 }

@@ -7,14 +7,16 @@
 #include "models/served_model.h"
 #include "server/batcher.h"
 #include "server/service.h"
+#include "server/tls.h"
 
 namespace normserve {
 
 struct ServerOptions {
   std::string model_repository;
   std::string grpc_address = "0.0.0.0:50051";
-  std::string metrics_address = "0.0.0.0:9464";  // empty: no metrics endpoint
-  int threads = 0;                               // LibTorch intra-op threads; 0 = all cores
+  TlsOptions tls;                                  // the gRPC port's TLS (none by default)
+  std::string metrics_address = "127.0.0.1:9464";  // private by default; empty: none
+  int threads = 0;                                 // LibTorch intra-op threads; 0 = all cores
   std::string device = "cpu";
   ModelControl model_control = ModelControl::kNone;
   double repository_poll_secs = 5;

@@ -14,6 +14,7 @@
 #include "server/model_repository.h"
 #include "server/parse_failure_interceptor.h"
 #include "server/service.h"
+#include "server/tls.h"
 #include "server/worker_pool.h"
 
 namespace normserve {
@@ -44,6 +45,8 @@ NormServer::NormServer(const ServerOptions& options)
     : options_(options),
       metrics_(std::make_unique<Metrics>(options.metrics_address)),
       management_(std::make_unique<WorkerPool>(1)) {
+  // Before the models load: a bad certificate file stops the start at once.
+  const auto credentials = MakeServerCredentials(options.tls);
   Metrics* metrics = metrics_.get();
   repository_ = std::make_unique<ModelRepository>(
       options.model_repository, options.batching,
@@ -68,7 +71,7 @@ NormServer::NormServer(const ServerOptions& options)
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
-  builder.AddListeningPort(options.grpc_address, grpc::InsecureServerCredentials(), &grpc_port_);
+  builder.AddListeningPort(options.grpc_address, credentials, &grpc_port_);
   builder.SetMaxReceiveMessageSize(static_cast<int>(options.max_message_bytes));
   builder.AddChannelArgument(GRPC_ARG_MAX_METADATA_SIZE,
                              static_cast<int>(options.max_metadata_bytes));
