@@ -15,7 +15,7 @@ class NormservedProcess:
         self.process = subprocess.Popen(
             [binary, "--model-repository", repository, "--grpc-address", "127.0.0.1:0",
              "--metrics-address", "127.0.0.1:0", *flags],
-            stderr=subprocess.PIPE, text=True)
+            stderr=subprocess.PIPE, text=True, errors="replace")
         log = []
         deadline = time.monotonic() + STARTUP_SECS
         while time.monotonic() < deadline:
