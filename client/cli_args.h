@@ -12,6 +12,8 @@ struct Args {
   std::string server = "127.0.0.1:50051";
   bool json = false;
   double timeout_secs = 60;
+  std::string token_file;  // --token-file: the bearer token's file (a token in argv would show)
+  std::string token;       // read from token_file before the first call, sent with every call
   std::string command;
   std::map<std::string, std::string> flags;  // command flags, without the leading --
   std::vector<std::string> texts;            // arguments, else lines of stdin

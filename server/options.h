@@ -23,6 +23,12 @@ struct ServerOptions {
   RequestLimits limits;                 // texts per request and bytes per text (memory: batching)
   int64_t max_message_bytes = 4 << 20;  // largest request message gRPC accepts
   int tokenizer_threads = 2;            // threads that check and tokenize requests
+  // Bearer tokens (server/auth.h); empty: no authentication, every caller has scope infer.
+  std::string auth_tokens_file;
+  // Without a tokens file: every caller has scope admin too (LoadModel, UnloadModel, paths).
+  bool allow_unauthenticated_admin = false;
+  // Serve gRPC reflection although tokens are configured (it cannot check them).
+  bool enable_reflection = false;
 };
 
 // Parses argv; throws std::invalid_argument with a message fit for the user. Returns false
