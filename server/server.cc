@@ -4,6 +4,7 @@
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
 
+#include <algorithm>
 #include <stdexcept>
 #include <thread>
 
@@ -75,14 +76,24 @@ std::unique_ptr<Authorizer> MakeAuthorizer(const ServerOptions& options) {
   return authorizer;
 }
 
-// Adds server reflection to one builder (not to every builder of the process, as
-// InitProtoReflectionServerBuilderPlugin would).
+// Serves server reflection on one server or not. Linking gRPC's reflection library
+// registers its plugin with every ServerBuilder of the process (a static initializer), so the
+// option takes it out, and puts a fresh one back when reflection is wanted.
 class ReflectionOption : public grpc::ServerBuilderOption {
  public:
+  explicit ReflectionOption(bool serve) : serve_(serve) {}
   void UpdateArguments(grpc::ChannelArguments*) override {}
   void UpdatePlugins(std::vector<std::unique_ptr<grpc::ServerBuilderPlugin>>* plugins) override {
-    plugins->push_back(std::make_unique<grpc::reflection::ProtoServerReflectionPlugin>());
+    const std::string name = grpc::reflection::ProtoServerReflectionPlugin().name();
+    plugins->erase(std::remove_if(plugins->begin(), plugins->end(),
+                                  [&](const auto& plugin) { return plugin->name() == name; }),
+                   plugins->end());
+    if (serve_)
+      plugins->push_back(std::make_unique<grpc::reflection::ProtoServerReflectionPlugin>());
   }
+
+ private:
+  const bool serve_;
 };
 
 }  // namespace
@@ -116,9 +127,8 @@ NormServer::NormServer(const ServerOptions& options)
   grpc::EnableDefaultHealthCheckService(true);
   grpc::ServerBuilder builder;
   // Reflection cannot check tokens: with tokens it is served only when asked.
-  if (options.auth_tokens_file.empty() || options.enable_reflection) {
-    builder.SetOption(std::make_unique<ReflectionOption>());
-  }
+  builder.SetOption(std::make_unique<ReflectionOption>(options.auth_tokens_file.empty() ||
+                                                       options.enable_reflection));
   builder.AddListeningPort(options.grpc_address, grpc::InsecureServerCredentials(), &grpc_port_);
   builder.SetMaxReceiveMessageSize(static_cast<int>(options.max_message_bytes));
   std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> interceptors;

@@ -1,5 +1,8 @@
 #include "server/service.h"
 
+#include <iterator>
+#include <string_view>
+
 #include "models/errors.h"
 #include "server/calls.h"
 #include "server/metrics.h"

@@ -33,6 +33,12 @@ def write(path, text):
         f.write(text)
 
 
+def replace(path, text):
+    """A new file renamed over the old one, as README advises: never read half-written."""
+    write(path + ".new", text)
+    os.replace(path + ".new", path)
+
+
 def bearer(token):
     return [("authorization", "Bearer " + token)]
 
@@ -81,7 +87,7 @@ class AuthEndToEnd(unittest.TestCase):
         cls.infer = "infer-" + secrets.token_hex(16)
         cls.admin = "admin-" + secrets.token_hex(16)
         cls.tokens_file = os.path.join(cls.dir, "tokens")
-        cls.write_tokens(cls.infer)
+        write(cls.tokens_file, cls.tokens(cls.infer))
         cls.normserved = NormservedProcess(NORMSERVED, REPOSITORY, "--model-control", "explicit",
                                            "--auth-tokens-file", cls.tokens_file,
                                            "--threads", "2")
@@ -96,8 +102,8 @@ class AuthEndToEnd(unittest.TestCase):
         shutil.rmtree(cls.dir)
 
     @classmethod
-    def write_tokens(cls, infer_token):
-        write(cls.tokens_file, f"# normserve tokens\ninfer {infer_token}\nadmin {cls.admin}\n")
+    def tokens(cls, infer_token):
+        return f"# normserve tokens\ninfer {infer_token}\nadmin {cls.admin}\n"
 
     def token_file(self, token):
         path = os.path.join(self.dir, "client-" + secrets.token_hex(4))
@@ -189,17 +195,20 @@ class AuthEndToEnd(unittest.TestCase):
         rotated = "rotated-" + secrets.token_hex(20)
         try:
             # A broken file is refused and the tokens in use stay.
-            write(self.tokens_file, f"infer {rotated}\nadmin short\n")
-            wait_for(lambda: any("stay in use" in line for line in self.normserved.log),
+            replace(self.tokens_file, f"infer {rotated}\nadmin short\n")
+            # The server looks at the file when a call comes.
+            wait_for(lambda: infer_works(self.infer) and
+                     any("stay in use" in line for line in self.normserved.log),
                      "the server to report the broken tokens file")
             self.assertTrue(infer_works(self.infer))
             self.assertFalse(infer_works(rotated))
-            # Rewritten in place with a new infer token: the new one works, the old one not.
-            self.write_tokens(rotated)
+            # Rewritten in place (the file, not a new one) with a new infer token: the new one
+            # works, the old one not.
+            write(self.tokens_file, self.tokens(rotated))
             wait_for(lambda: infer_works(rotated), "the rotated token to work")
             self.assertFalse(infer_works(self.infer))
         finally:
-            self.write_tokens(self.infer)
+            replace(self.tokens_file, self.tokens(self.infer))
             wait_for(lambda: infer_works(self.infer), "the first token to work again")
         log = "".join(self.normserved.log)
         self.assertIn("re-read", log)
