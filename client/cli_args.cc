@@ -6,8 +6,8 @@
 namespace normserve::cli {
 
 const char kUsage[] =
-    R"(usage: normserve [--server HOST:PORT] [--json] [--timeout SECS] [--token-file F]
-                 COMMAND [flags] [TEXT...]
+    R"(usage: normserve [--server HOST:PORT] [--json] [--timeout SECS] [TLS flags]
+                 [--token-file F] COMMAND [flags] [TEXT...]
 
 commands:
   translate --model M [--beam N] [--n-best N] [--length-penalty X]
@@ -73,6 +73,8 @@ std::optional<Args> ParseArgs(const std::vector<std::string>& argv) {
     if (a == "--help" || a == "-h") return std::nullopt;
     if (a == "--server")
       args.server = value_of(a);
+    else if (std::string* field = client::TlsFlagField(a, &args.tls))
+      *field = value_of(a);
     else if (a == "--json")
       args.json = true;
     else if (a == "--timeout")
@@ -92,6 +94,8 @@ std::optional<Args> ParseArgs(const std::vector<std::string>& argv) {
       args.json = true;
     } else if (a == "--server") {
       args.server = value_of(a);
+    } else if (std::string* field = client::TlsFlagField(a, &args.tls)) {
+      *field = value_of(a);
     } else if (a == "--token-file") {
       args.token_file = value_of(a);
     } else if (a == "--") {
@@ -104,6 +108,7 @@ std::optional<Args> ParseArgs(const std::vector<std::string>& argv) {
       args.texts.push_back(a);
     }
   }
+  client::CheckChannelTls(args.tls);
   return args;
 }
 

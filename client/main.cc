@@ -8,6 +8,7 @@
 #include <iterator>
 
 #include "client/auth_token.h"
+#include "client/channel.h"
 #include "client/cli_args.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "normserve/v1/normserve.grpc.pb.h"
@@ -227,7 +228,8 @@ int Models(v1::NormServe::Stub& stub, const Args& args) {
   for (const auto& m : response.models()) {
     std::printf("%-20s %-8lld %-15s %-24s %s%s\n", m.name().c_str(),
                 static_cast<long long>(m.version()), m.architecture().c_str(), m.norm().c_str(),
-                ModelStateName(m.state()).c_str(), m.error().empty() ? "" : ("  " + m.error()).c_str());
+                ModelStateName(m.state()).c_str(),
+                m.error().empty() ? "" : ("  " + m.error()).c_str());
   }
   return 0;
 }
@@ -252,7 +254,7 @@ int Health(const std::shared_ptr<grpc::Channel>& channel, const Args& args) {
 }
 
 int Run(const Args& args) {
-  auto channel = grpc::CreateChannel(args.server, grpc::InsecureChannelCredentials());
+  auto channel = client::MakeChannel(args.server, args.tls, grpc::ChannelArguments());
   auto stub = v1::NormServe::NewStub(channel);
   if (args.command == "translate") return Translate(*stub, args);
   if (args.command == "score") return Score(*stub, args);
@@ -272,7 +274,7 @@ int main(int argc, char** argv) {
   try {
     std::optional<Args> args = ParseArgs({argv + 1, argv + argc});
     if (!args) {
-      std::cout << kUsage;
+      std::cout << kUsage << "\n" << normserve::client::kTlsUsage;
       return 0;
     }
     const bool takes_texts = args->command == "translate" || args->command == "score";
@@ -286,7 +288,12 @@ int main(int argc, char** argv) {
     }
     return Run(*args);
   } catch (const std::invalid_argument& e) {
-    std::cerr << "normserve: " << e.what() << "\n\n" << kUsage;
+    std::cerr << "normserve: " << e.what() << "\n\n"
+              << kUsage << "\n"
+              << normserve::client::kTlsUsage;
     return 2;
+  } catch (const std::runtime_error& e) {
+    std::cerr << "normserve: error: " << e.what() << "\n";
+    return 1;
   }
 }

@@ -12,6 +12,7 @@
 #include "models/decoding/sampling.h"
 #include "models/decoding/search.h"
 #include "models/errors.h"
+#include "models/io/confined_path.h"
 #include "models/io/weight_store.h"
 #include "models/io/weights_io.h"
 #include "models/text/tokenizer.h"
@@ -23,7 +24,7 @@ namespace {
 
 std::unique_ptr<Tokenizer> LoadTokenizer(const std::string& dir, const std::string& file,
                                          int64_t vocab_size, const std::string& which) {
-  auto tokenizer = Tokenizer::Load(dir + "/" + file);
+  auto tokenizer = Tokenizer::Load(ConfinedFile(dir, file));
   if (tokenizer->vocab_size() != vocab_size) {
     throw ModelLoadError(dir + "/" + file + ": the " + which + " tokenizer has " +
                          std::to_string(tokenizer->vocab_size()) + " pieces but config.json says " +
@@ -105,6 +106,20 @@ std::vector<std::vector<size_t>> GroupByMemory(const std::vector<int64_t>& lengt
   return groups;
 }
 
+// The tokens of a request's texts together, checked against limits.max_tokens.
+void CheckTotalTokens(const std::vector<const TokenBatch*>& batches, const RequestLimits& limits) {
+  int64_t total = 0;
+  for (const TokenBatch* batch : batches) {
+    for (const auto& text : *batch) total += static_cast<int64_t>(text.size());
+  }
+  if (total > limits.max_tokens) {
+    throw InvalidInputError("the request's texts are " + std::to_string(total) +
+                            " tokens together; one request takes at most " +
+                            std::to_string(limits.max_tokens) +
+                            " (--max-tokens-per-request); split it");
+  }
+}
+
 // The output length bound of a source of `source_tokens` tokens (without </s>).
 int64_t MaxOutputTokens(const TranslationOptions& o, size_t source_tokens, int64_t max_positions) {
   const auto bound = static_cast<int64_t>(o.max_length_a * static_cast<double>(source_tokens + 1)) +
@@ -160,7 +175,8 @@ ServedModel::~ServedModel() = default;
 std::shared_ptr<const ServedModel> ServedModel::Load(const std::string& dir, std::string name,
                                                      int64_t version, const std::string& device) {
   if (const std::string why = CheckComputeDevice(device); !why.empty()) throw ModelLoadError(why);
-  ModelConfig config = LoadModelConfig(dir + "/config.json");
+  RequireRealModelDirectories(dir);
+  ModelConfig config = LoadModelConfig(ConfinedFile(dir, "config.json"));
   std::shared_ptr<ServedModel> model(
       new ServedModel(std::move(name), version, dir, std::move(config)));
   const ModelConfig& c = model->config_;
@@ -170,7 +186,7 @@ std::shared_ptr<const ServedModel> ServedModel::Load(const std::string& dir, std
   }
   rt.target_tokenizer =
       LoadTokenizer(dir, c.target_tokenizer, c.target_vocab_size, c.is_mt() ? "target" : "LM");
-  const std::string weights_path = dir + "/model.safetensors";
+  const std::string weights_path = ConfinedFile(dir, "model.safetensors");
   c10::InferenceMode guard;
   std::map<std::string, at::Tensor> weights = LoadWeights(weights_path);
   RequireFiniteWeights(weights, weights_path);
@@ -202,6 +218,7 @@ TokenBatch ServedModel::PrepareTranslate(const std::vector<std::string>& texts,
                                          config_.max_positions));
     if (sources[i].size() > sources[longest].size()) longest = i;
   }
+  CheckTotalTokens({&sources}, limits);
   const int64_t source_tokens = static_cast<int64_t>(sources[longest].size()) + 1;
   const int64_t output_tokens =
       MaxOutputTokens(options, sources[longest].size(), config_.max_positions);
@@ -234,6 +251,7 @@ TokenBatch ServedModel::PrepareScoreTexts(const std::vector<std::string>& texts,
     targets.push_back(runtime_->Tokenize(*runtime_->target_tokenizer, texts[i], named[i].first,
                                          config_.max_positions));
   }
+  CheckTotalTokens({&targets}, limits);
   CheckScoreFits({}, targets, limits.memory_budget_bytes);
   return targets;
 }
@@ -267,6 +285,7 @@ std::pair<TokenBatch, TokenBatch> ServedModel::PrepareScorePairs(
     targets.push_back(runtime_->Tokenize(*runtime_->target_tokenizer, pairs[i].second,
                                          named[2 * i + 1].first, config_.max_positions));
   }
+  CheckTotalTokens({&sources, &targets}, limits);
   CheckScoreFits(sources, targets, limits.memory_budget_bytes);
   return {std::move(sources), std::move(targets)};
 }

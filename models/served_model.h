@@ -64,6 +64,7 @@ struct RequestLimits {
   static constexpr int64_t kUnlimited = INT64_MAX;
 
   int64_t max_texts = 1024;                  // texts or pairs per request
+  int64_t max_tokens = 65536;                // tokens of all its texts (sources and targets)
   int64_t max_text_bytes = 0;                // per text; 0: kTextBytesPerPosition * max_positions
   int64_t memory_budget_bytes = kUnlimited;  // one model call; every single text must fit
 };

@@ -17,6 +17,8 @@ packages=(
   # The Python gRPC client of the end-to-end tests (run with Debian's /usr/bin/python3; the
   # stubs come from protoc and grpc_python_plugin of protobuf-compiler-grpc).
   python3-grpcio python3-protobuf
+  # Makes the certificates of the TLS end-to-end test (and of docs/deploy.md).
+  openssl
   # BLIS, not OpenBLAS: OpenBLAS's thread-local storage overflows civetweb's small thread
   # stacks and the metrics exposer fails to start.
   libblis4-openmp

@@ -7,6 +7,8 @@
 #include <sstream>
 
 #include "models/errors.h"
+#include "models/io/confined_path.h"
+#include "server/names.h"
 
 namespace normserve {
 namespace {
@@ -77,8 +79,10 @@ ModelServingConfig ParseModelJson(const std::string& text, const std::string& so
     }
   }
   if (root.contains("group")) {
-    if (!root["group"].is_string() || root["group"].get<std::string>().empty()) {
-      throw ModelLoadError(source + ": 'group' must be a non-empty string");
+    if (!root["group"].is_string() || !IsValidModelName(root["group"].get<std::string>())) {
+      throw ModelLoadError(source +
+                           ": 'group' must be a name like a model's: 1-128 letters, digits, "
+                           "'.', '_' or '-', not starting with '.'");
     }
     c.group = root["group"].get<std::string>();
   }
@@ -92,7 +96,7 @@ ModelServingConfig ParseModelJson(const std::string& text, const std::string& so
 }
 
 ModelServingConfig LoadModelJson(const std::string& model_dir, const BatcherConfig& defaults) {
-  const std::string path = model_dir + "/model.json";
+  const std::string path = ConfinedFile(model_dir, "model.json");
   if (!std::filesystem::exists(path)) {
     ModelServingConfig c;
     c.batching = defaults;

@@ -134,8 +134,6 @@ class ModelRepositoryT {
   // Every batcher, for a graceful stop.
   std::vector<std::shared_ptr<Batcher>> batchers() const;
 
-  static bool IsValidName(const std::string& name) { return IsValidModelName(name); }
-
  private:
   struct Version {
     std::shared_ptr<const Model> model;

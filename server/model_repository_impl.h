@@ -328,7 +328,7 @@ void ModelRepositoryT<Model>::RetireLocked(const std::string& name, Entry& entry
 
 template <typename Model>
 std::string ModelRepositoryT<Model>::RemoveAbsent(const std::string& name) {
-  const std::string absent = "model '" + name + "' is not in the repository " + root_;
+  const std::string absent = "model '" + name + "' is not in the repository";
   std::shared_ptr<Batcher> batcher;
   {
     std::lock_guard<std::mutex> lock(mutex_);
@@ -363,7 +363,7 @@ bool ModelRepositoryT<Model>::Unload(const std::string& name, std::string* error
     auto it = entries_.find(name);
     // A model whose first load is still queued counts: the unload must win over it.
     if (it == entries_.end() || (!it->second.present && !it->second.syncing)) {
-      *error = "model '" + name + "' is not in the repository " + root_;
+      *error = "model '" + name + "' is not in the repository";
       return false;
     }
     Entry& entry = it->second;

@@ -17,7 +17,9 @@ calls get UNAVAILABLE, queued and running calls finish within the grace period, 
 
   --model-repository DIR      the model repository (required)
   --grpc-address ADDR         gRPC listen address (default 0.0.0.0:50051; port 0 picks one)
-  --metrics-address ADDR      metrics listen address (default 0.0.0.0:9464; "" disables)
+  --metrics-address ADDR      metrics listen address, plain HTTP (default 127.0.0.1:9464,
+                              reachable from this host only; 0.0.0.0:9464 exposes it on
+                              purpose, behind a firewall or NetworkPolicy; "" disables)
   --threads N                 LibTorch intra-op threads (default: all cores)
   --device DEVICE             cpu (default), or cuda[:N] with a CUDA LibTorch build
   --model-control MODE        none: load every model at start (default)
@@ -38,9 +40,19 @@ Request limits (INVALID_ARGUMENT beyond them, checked before tokenizing):
   --max-texts-per-request N   texts or pairs per request (default 1024)
   --max-text-bytes N          bytes per text (default 0: 64 per position of the model, i.e.
                               16384 for max_positions 256)
+  --max-tokens-per-request N  tokens of a request's texts together (default 65536)
   --max-message-bytes N       largest request message (default 4194304; RESOURCE_EXHAUSTED)
+  --max-metadata-bytes N      request metadata (headers) together (default 16384)
+  --max-concurrent-streams N  calls at once on one client connection (default 100)
   --tokenizer-threads N       threads that check and tokenize requests off gRPC's threads
                               (default 2)
+TLS on the gRPC port (default: plaintext):
+  --tls-cert FILE             PEM certificate chain of the server (with --tls-key)
+  --tls-key FILE              PEM private key of --tls-cert, unencrypted
+  --tls-client-ca FILE        mutual TLS: clients must present a certificate signed by a CA in
+                              FILE (needs --tls-cert and --tls-key)
+  --tls-refresh-secs S        re-read the three files every S seconds, so replaced
+                              certificates take effect without a restart (default 60)
 Authentication (README "Security"):
   --auth-tokens-file F        bearer tokens, one "scope token" a line (scope infer or admin;
                               admin also has infer), re-read when the file changes: every RPC
@@ -105,6 +117,14 @@ bool ParseServerOptions(const std::vector<std::string>& args, ServerOptions* o, 
       o->model_repository = value;
     } else if (flag == "--grpc-address") {
       o->grpc_address = value;
+    } else if (flag == "--tls-cert") {
+      o->tls.cert_file = value;
+    } else if (flag == "--tls-key") {
+      o->tls.key_file = value;
+    } else if (flag == "--tls-client-ca") {
+      o->tls.client_ca_file = value;
+    } else if (flag == "--tls-refresh-secs") {
+      o->tls.refresh_secs = static_cast<int>(Integer(flag, value, 1, 86400));
     } else if (flag == "--metrics-address") {
       o->metrics_address = value;
     } else if (flag == "--threads") {
@@ -141,8 +161,14 @@ bool ParseServerOptions(const std::vector<std::string>& args, ServerOptions* o, 
       o->limits.max_texts = Integer(flag, value, 1, 1 << 16);
     } else if (flag == "--max-text-bytes") {
       o->limits.max_text_bytes = Integer(flag, value, 0, 1 << 26);
+    } else if (flag == "--max-tokens-per-request") {
+      o->limits.max_tokens = Integer(flag, value, 1, 1 << 24);
     } else if (flag == "--max-message-bytes") {
       o->max_message_bytes = Integer(flag, value, 1024, 1 << 30);
+    } else if (flag == "--max-metadata-bytes") {
+      o->max_metadata_bytes = Integer(flag, value, 1024, 1 << 20);
+    } else if (flag == "--max-concurrent-streams") {
+      o->max_concurrent_streams = static_cast<int>(Integer(flag, value, 1, 1 << 16));
     } else if (flag == "--tokenizer-threads") {
       o->tokenizer_threads = static_cast<int>(Integer(flag, value, 1, 64));
     } else if (flag == "--auth-tokens-file") {
@@ -159,6 +185,13 @@ bool ParseServerOptions(const std::vector<std::string>& args, ServerOptions* o, 
     throw std::invalid_argument(
         "--allow-unauthenticated-admin is for servers without --auth-tokens-file; with tokens, "
         "add an \"admin TOKEN\" line to the file instead");
+  }
+  if (o->tls.cert_file.empty() != o->tls.key_file.empty()) {
+    throw std::invalid_argument("--tls-cert and --tls-key go together: give both or neither");
+  }
+  if (!o->tls.client_ca_file.empty() && o->tls.cert_file.empty()) {
+    throw std::invalid_argument(
+        "--tls-client-ca needs --tls-cert and --tls-key: mutual TLS is TLS first");
   }
   return true;
 }

@@ -7,22 +7,26 @@
 #include "models/served_model.h"
 #include "server/batcher.h"
 #include "server/service.h"
+#include "server/tls.h"
 
 namespace normserve {
 
 struct ServerOptions {
   std::string model_repository;
   std::string grpc_address = "0.0.0.0:50051";
-  std::string metrics_address = "0.0.0.0:9464";  // empty: no metrics endpoint
-  int threads = 0;                               // LibTorch intra-op threads; 0 = all cores
+  TlsOptions tls;                                  // the gRPC port's TLS (none by default)
+  std::string metrics_address = "127.0.0.1:9464";  // private by default; empty: none
+  int threads = 0;                                 // LibTorch intra-op threads; 0 = all cores
   std::string device = "cpu";
   ModelControl model_control = ModelControl::kNone;
   double repository_poll_secs = 5;
   double shutdown_grace_secs = 30;
-  BatcherConfig batching;               // defaults for models whose model.json does not say
-  RequestLimits limits;                 // texts per request and bytes per text (memory: batching)
-  int64_t max_message_bytes = 4 << 20;  // largest request message gRPC accepts
-  int tokenizer_threads = 2;            // threads that check and tokenize requests
+  BatcherConfig batching;                 // defaults for models whose model.json does not say
+  RequestLimits limits;                   // texts per request and bytes per text (memory: batching)
+  int64_t max_message_bytes = 4 << 20;    // largest request message gRPC accepts
+  int64_t max_metadata_bytes = 16 << 10;  // request headers (metadata) together
+  int max_concurrent_streams = 100;       // calls at once on one client connection
+  int tokenizer_threads = 2;              // threads that check and tokenize requests
   // Bearer tokens (server/auth.h); empty: no authentication, every caller has scope infer.
   std::string auth_tokens_file;
   // Without a tokens file: every caller has scope admin too (LoadModel, UnloadModel, paths).

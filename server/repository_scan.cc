@@ -37,15 +37,6 @@ std::string Fingerprint(const fs::path& version_dir) {
 
 }  // namespace
 
-bool IsValidModelName(const std::string& name) {
-  if (name.empty() || name.size() > 128 || name == "." || name == ".." || name[0] == '.') {
-    return false;
-  }
-  return std::all_of(name.begin(), name.end(), [](char c) {
-    return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-' || c == '.';
-  });
-}
-
 ModelScan ScanModel(const std::string& root, const std::string& name,
                     const BatcherConfig& defaults) {
   ModelScan scan;

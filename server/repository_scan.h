@@ -8,6 +8,7 @@
 #include <string>
 
 #include "server/model_json.h"
+#include "server/names.h"
 
 namespace normserve {
 
@@ -22,9 +23,6 @@ struct ModelScan {
 
 // Every model directory of the repository by name; empty when `root` cannot be read.
 using RepositoryScan = std::map<std::string, ModelScan>;
-
-// Model names are single directory names inside the repository: no paths, no "..".
-bool IsValidModelName(const std::string& name);
 
 ModelScan ScanModel(const std::string& root, const std::string& name,
                     const BatcherConfig& defaults);

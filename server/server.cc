@@ -16,6 +16,7 @@
 #include "server/model_repository.h"
 #include "server/parse_failure_interceptor.h"
 #include "server/service.h"
+#include "server/tls.h"
 #include "server/worker_pool.h"
 
 namespace normserve {
@@ -103,6 +104,8 @@ NormServer::NormServer(const ServerOptions& options)
       authorizer_(MakeAuthorizer(options)),
       metrics_(std::make_unique<Metrics>(options.metrics_address)),
       management_(std::make_unique<WorkerPool>(1)) {
+  // Before the models load: a bad certificate file stops the start at once.
+  const auto credentials = MakeServerCredentials(options.tls);
   Metrics* metrics = metrics_.get();
   repository_ = std::make_unique<ModelRepository>(
       options.model_repository, options.batching,
@@ -129,8 +132,11 @@ NormServer::NormServer(const ServerOptions& options)
   // Reflection cannot check tokens: with tokens it is served only when asked.
   builder.SetOption(std::make_unique<ReflectionOption>(options.auth_tokens_file.empty() ||
                                                        options.enable_reflection));
-  builder.AddListeningPort(options.grpc_address, grpc::InsecureServerCredentials(), &grpc_port_);
+  builder.AddListeningPort(options.grpc_address, credentials, &grpc_port_);
   builder.SetMaxReceiveMessageSize(static_cast<int>(options.max_message_bytes));
+  builder.AddChannelArgument(GRPC_ARG_MAX_METADATA_SIZE,
+                             static_cast<int>(options.max_metadata_bytes));
+  builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS, options.max_concurrent_streams);
   std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> interceptors;
   interceptors.push_back(std::make_unique<ParseFailureInterceptorFactory>());
   builder.experimental().SetInterceptorCreators(std::move(interceptors));

@@ -7,6 +7,7 @@
 #include "server/calls.h"
 #include "server/metrics.h"
 #include "server/model_repository.h"
+#include "server/names.h"
 #include "server/worker_pool.h"
 
 namespace normserve {
@@ -76,6 +77,21 @@ bool ToQueuePriority(uint32_t requested, int levels, int* queue_priority, std::s
   }
   *queue_priority = requested == 0 ? levels - 1 : static_cast<int>(requested) - 1;
   return true;
+}
+
+// INVALID_ARGUMENT unless `name` can name a model or group (server/names.h); it is quoted
+// truncated, never echoed whole.
+grpc::Status CheckName(const std::string& name) {
+  if (name.empty()) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "the request names no model");
+  }
+  if (!IsValidModelName(name)) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                        "model " + QuoteInput(name) +
+                            " is not a model or group name: 1-128 letters, digits, '.', '_' "
+                            "or '-', not starting with '.' (no paths)");
+  }
+  return grpc::Status::OK;
 }
 
 // Answers a unary call that was refused before it became a model call, and counts it.
@@ -183,11 +199,10 @@ void NormServeService::Infer(grpc::CallbackServerContext* context, const std::st
                              Refuse refuse) {
   // The cheap checks first, on gRPC's thread.
   if (draining_) return refuse(kDraining, nullptr);
-  if (name.empty()) {
-    return refuse(
-        grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
-                     "the request names no model; available: " + repository_->ReadyNames()),
-        nullptr);
+  if (const grpc::Status bad_name = CheckName(name); !bad_name.ok()) {
+    return refuse(grpc::Status(bad_name.error_code(), bad_name.error_message() + "; available: " +
+                                                          repository_->ReadyNames()),
+                  nullptr);
   }
   ModelRepository::LookupError error;
   std::string message;
@@ -350,6 +365,10 @@ grpc::ServerUnaryReactor* NormServeService::GetModel(grpc::CallbackServerContext
     reactor->Finish(denied);
     return reactor;
   }
+  if (const grpc::Status bad_name = CheckName(request->model()); !bad_name.ok()) {
+    reactor->Finish(bad_name);
+    return reactor;
+  }
   const auto status = repository_->Get(request->model());
   if (!status) {
     reactor->Finish(
@@ -371,13 +390,7 @@ grpc::Status NormServeService::CheckManagement(const std::string& model) const {
                         "explicit; this server runs with " +
                             std::string(control_ == ModelControl::kPoll ? "poll" : "none"));
   }
-  if (!ModelRepository::IsValidName(model)) {
-    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
-                        "'" + model +
-                            "' is not a model name: name a directory inside the "
-                            "repository (letters, digits, '.', '_', '-'; no paths, no '..')");
-  }
-  return grpc::Status::OK;
+  return CheckName(model);
 }
 
 grpc::ServerUnaryReactor* NormServeService::LoadModel(grpc::CallbackServerContext* context,

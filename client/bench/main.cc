@@ -15,6 +15,7 @@
 #include "client/bench/report.h"
 #include "client/bench/stats.h"
 #include "client/bench/texts.h"
+#include "client/channel.h"
 #include "normserve/v1/normserve.grpc.pb.h"
 #include "proto/status_names.h"
 
@@ -56,8 +57,7 @@ int Run(const BenchOptions& o) {
     grpc::ChannelArguments args;
     // A channel of its own subchannels: one more TCP connection rather than a shared one.
     args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
-    channels.push_back(
-        grpc::CreateCustomChannel(o.server, grpc::InsecureChannelCredentials(), args));
+    channels.push_back(client::MakeChannel(o.server, o.tls, args));
   }
 
   const std::string token = o.token_file.empty() ? "" : ReadTokenFile(o.token_file);
@@ -79,8 +79,9 @@ int Run(const BenchOptions& o) {
     if (!status.ok()) return FailStatus(status);
   }
   if (!info.ready()) {
-    return Fail("FAILED_PRECONDITION: model '" + o.model + "' is not ready (state " + ModelStateName(info.state()) +
-                (info.error().empty() ? "" : ": " + info.error()) + ")");
+    return Fail("FAILED_PRECONDITION: model '" + o.model + "' is not ready (state " +
+                ModelStateName(info.state()) + (info.error().empty() ? "" : ": " + info.error()) +
+                ")");
   }
   const bool mt = info.architecture() == "transformer_mt";
   const std::string rpc_name = o.rpc.empty() ? (mt ? "translate" : "score") : o.rpc;
@@ -203,7 +204,7 @@ int main(int argc, char** argv) {
     return 2;
   }
   if (!options) {
-    std::cout << kBenchUsage;
+    std::cout << kBenchUsage << "\n" << normserve::client::kTlsUsage;
     return 0;
   }
   std::signal(SIGINT, OnSignal);

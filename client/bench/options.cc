@@ -7,7 +7,7 @@ namespace normserve::bench {
 
 const char kBenchUsage[] = R"(usage: normserve-bench --server HOST:PORT --model M
            [--concurrency 1,4,16,64 | --rate R[,R2...]] [--duration-secs S | --requests N]
-           [--json FILE] [--csv FILE] [options]
+           [--json FILE] [--csv FILE] [TLS flags] [options]
 
 A load generator for normserved. Each step runs a warmup, then measures for a fixed time or
 request count, and prints one row: throughput (OK responses/s and tokens/s), p50/p90/p99
@@ -124,6 +124,8 @@ std::optional<BenchOptions> ParseBenchOptions(const std::vector<std::string>& ar
     };
     if (flag == "--server") {
       o.server = value();
+    } else if (std::string* field = client::TlsFlagField(flag, &o.tls)) {
+      *field = value();
     } else if (flag == "--model") {
       o.model = value();
     } else if (flag == "--concurrency") {
@@ -179,6 +181,7 @@ std::optional<BenchOptions> ParseBenchOptions(const std::vector<std::string>& ar
         "or on hosts you run)");
   }
   if (o.model.empty()) throw std::invalid_argument("--model NAME is required");
+  client::CheckChannelTls(o.tls);
   if (!o.concurrency.empty() && !o.rates.empty()) {
     throw std::invalid_argument("give --concurrency or --rate, not both");
   }

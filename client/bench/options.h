@@ -6,10 +6,13 @@
 #include <string>
 #include <vector>
 
+#include "client/channel.h"
+
 namespace normserve::bench {
 
 struct BenchOptions {
   std::string server;  // required: load goes only here
+  client::ChannelTls tls;
   std::string model;
   std::vector<int> concurrency;      // closed-loop steps; or
   std::vector<double> rates;         // open-loop steps (requests/s)
@@ -33,6 +36,6 @@ struct BenchOptions {
 // Fills the defaults: --concurrency 1,4,16,64 and --duration-secs 10.
 std::optional<BenchOptions> ParseBenchOptions(const std::vector<std::string>& argv);
 
-extern const char kBenchUsage[];
+extern const char kBenchUsage[];  // followed by client::kTlsUsage
 
 }  // namespace normserve::bench

@@ -65,6 +65,39 @@ def main():
               f"Dockerfile: HEALTHCHECK {hc} must run `normserve --server 127.0.0.1:{grpc_port} ... health`")
     check(re.search(r"^USER\s+(?!0\b|root\b)", dockerfile, re.M), "Dockerfile: no non-root USER")
     check(ns.get("stop_grace_period"), "compose: normserved has no stop_grace_period")
+    check(cmd[cmd.index("--metrics-address") + 1] == f"0.0.0.0:{metrics_port}",
+          "compose: --metrics-address must be 0.0.0.0:PORT for Prometheus (the server's default is loopback only)")
+
+    # TLS and tokens: files of compose secrets (/run/secrets/NAME), which live in a directory
+    # that git ignores (no key is committed).
+    declared = compose.get("secrets", {}) or {}
+    used = set(ns.get("secrets", []))
+
+    def secret_file(flag_value, what):
+        name = flag_value.removeprefix("/run/secrets/") if flag_value else None
+        check(flag_value and flag_value.startswith("/run/secrets/") and name in used and name in declared,
+              f"compose: {what} {flag_value} is not a secret of normserved")
+        return name
+
+    def flag(argv, name):
+        return argv[argv.index(name) + 1] if name in argv else None
+
+    for f in ("--tls-cert", "--tls-key", "--auth-tokens-file"):
+        secret_file(flag(cmd, f), f)
+    for name, secret in declared.items():
+        src = str(secret.get("file", ""))
+        check(src.startswith("./secrets/"), f"compose: secret {name} is not a file under deploy/secrets/")
+    ignore = (dc.DEPLOY / "secrets" / ".gitignore")
+    check(ignore.exists() and "*" in ignore.read_text().split(), "deploy/secrets/.gitignore must ignore every file")
+
+    # The image's HEALTHCHECK speaks plaintext: compose replaces it with one over TLS.
+    hc = ns.get("healthcheck", {}).get("test", [])
+    check(hc[:2] == ["CMD", "normserve"] and hc[-1:] == ["health"] and flag(hc, "--server") == f"127.0.0.1:{grpc_port}",
+          f"compose: normserved healthcheck {hc} must run `normserve --server 127.0.0.1:{grpc_port} ... health`")
+    if "--tls-ca" in hc:
+        secret_file(flag(hc, "--tls-ca"), "healthcheck --tls-ca")
+    else:
+        check(False, "compose: normserved healthcheck has no --tls-ca (the server speaks TLS)")
     for port in ns.get("ports", []):
         check(str(port).startswith("127.0.0.1:"), f"compose: port {port} is not bound to loopback")
 

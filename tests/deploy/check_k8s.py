@@ -75,10 +75,38 @@ def check_render(name, docs, gpu):
     check(ports.get("metrics") == metrics_port, p + "containerPort metrics differs from --metrics-address")
     check(arg_value(args, "--device") == ("cuda" if gpu else "cpu"), p + "wrong --device")
 
-    # Native gRPC probes on the gRPC port.
+    # TLS on the gRPC port and bearer tokens, from Secret volumes (no key is committed, so no
+    # Secret is rendered); the metrics port bound to every interface on purpose (the server's
+    # default is loopback only), guarded by the NetworkPolicy below.
+    vols = {v["name"]: v for v in spec.get("volumes", [])}
+    secret_mounts = {m["mountPath"]: vols.get(m["name"], {}).get("secret", {}).get("secretName")
+                     for m in ctr.get("volumeMounts", []) if m.get("readOnly") is True}
+
+    def secret_of(path):
+        """The Secret a file path lies in (its directory is a read-only Secret mount), or None."""
+        return secret_mounts.get(path.rsplit("/", 1)[0]) if path else None
+
+    check(not by_kind(docs, "Secret"), p + "a Secret is rendered: keys and tokens must not be committed")
+    tls_secret = secret_of(arg_value(args, "--tls-cert"))
+    check(tls_secret is not None, p + "--tls-cert is not a file of a read-only Secret volume")
+    check(secret_of(arg_value(args, "--tls-key")) == tls_secret, p + "--tls-key is not in the --tls-cert Secret")
+    check(secret_of(arg_value(args, "--auth-tokens-file")) is not None,
+          p + "--auth-tokens-file is not a file of a read-only Secret volume")
+    check(arg_value(args, "--metrics-address") == f"0.0.0.0:{metrics_port}",
+          p + "--metrics-address must be given as 0.0.0.0:PORT (the server's default is loopback only)")
+
+    # Probes: native gRPC probes cannot do TLS, so each runs `normserve health` on loopback,
+    # trusting a CA from the TLS Secret.
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         pr = ctr.get(probe, {})
-        check(pr.get("grpc", {}).get("port") == grpc_port, p + f"{probe} is not a gRPC probe on {grpc_port}")
+        argv = pr.get("exec", {}).get("command", [])
+        if not check(argv[:1] == ["normserve"] and argv[-1:] == ["health"],
+                     p + f"{probe} is not an exec probe running `normserve ... health`"):
+            continue
+        check(arg_value(argv, "--server") == f"127.0.0.1:{grpc_port}", p + f"{probe}: --server is not 127.0.0.1:{grpc_port}")
+        check(secret_of(arg_value(argv, "--tls-ca")) == tls_secret, p + f"{probe}: --tls-ca is not in the TLS Secret")
+        timeout = float(arg_value(argv, "--timeout") or 60)
+        check(timeout < pr.get("timeoutSeconds", 1), p + f"{probe}: client --timeout {timeout} s is not below timeoutSeconds")
 
     # Drain: grace period > preStop sleep + server drain time.
     pre = ctr.get("lifecycle", {}).get("preStop", {})
@@ -103,7 +131,6 @@ def check_render(name, docs, gpu):
     check(has_gpu == gpu, p + ("nvidia.com/gpu limit missing" if gpu else "nvidia.com/gpu in the CPU base"))
 
     # Models from the PVC, mounted read-only at /models.
-    vols = {v["name"]: v for v in spec.get("volumes", [])}
     mounts = {m["mountPath"]: m for m in ctr.get("volumeMounts", [])}
     m = mounts.get("/models")
     if check(m is not None, p + "nothing mounted at /models"):
@@ -151,6 +178,21 @@ def check_render(name, docs, gpu):
                 check(mtr["pods"]["metric"]["name"] in served, p + f"HPA metric {mtr['pods']['metric']['name']} not served by the adapter")
         check(hpa["spec"]["minReplicas"] <= hpa["spec"]["maxReplicas"], p + "HPA min > max")
         check("replicas" not in dep["spec"], p + "Deployment sets replicas while an HPA owns them")
+
+    # NetworkPolicy: gRPC open, the metrics port only from selected namespaces.
+    np = one(docs, "NetworkPolicy")
+    if np:
+        check(matches(np["spec"]["podSelector"]["matchLabels"], pod_labels), p + "NetworkPolicy selects no pod")
+        check(np["spec"].get("policyTypes") == ["Ingress"], p + "NetworkPolicy policyTypes")
+        for rule in np["spec"].get("ingress", []):
+            rule_ports = {ports.get(pt["port"], pt["port"]) for pt in rule.get("ports", [])}
+            check(rule_ports, p + "NetworkPolicy rule without ports admits every port")
+            if metrics_port in rule_ports:
+                sources = rule.get("from", [])
+                check(sources and all("namespaceSelector" in f and "ipBlock" not in f for f in sources),
+                      p + "NetworkPolicy admits the metrics port from outside selected namespaces")
+        admitted = {ports.get(pt["port"], pt["port"]) for r in np["spec"].get("ingress", []) for pt in r.get("ports", [])}
+        check({grpc_port, metrics_port} <= admitted, p + "NetworkPolicy blocks the gRPC or metrics port")
 
     pdb = one(docs, "PodDisruptionBudget")
     if pdb:

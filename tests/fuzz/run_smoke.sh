@@ -27,6 +27,7 @@ build() {
     "$root/models/norm/norm_config.cc" -o "$out/config_json_fuzz" &
   wait
   clang++ "${flags[@]}" "$here/model_json_fuzz.cc" "$root/server/model_json.cc" \
+    "$root/server/names.cc" "$root/models/io/confined_path.cc" "$root/models/text/utf8.cc" \
     -o "$out/model_json_fuzz" &
   # shellcheck disable=SC2086
   clang++ "${flags[@]}" $spm_flags "$here/spm_model_fuzz.cc" "$root/models/text/spm_shim.cc" \

@@ -247,10 +247,10 @@ TEST_F(RepositoryTest, ExplicitUnloadAndLoad) {
 
 TEST_F(RepositoryTest, NamesMustBeSingleDirectoriesInsideTheRepository) {
   for (const std::string bad : {"", ".", "..", "../etc", "/abs", "a/b", ".hidden", "a b"}) {
-    EXPECT_FALSE(Repository::IsValidName(bad)) << bad;
+    EXPECT_FALSE(IsValidModelName(bad)) << bad;
   }
   for (const std::string good : {"deen", "deen_rms-2", "lm.v1"}) {
-    EXPECT_TRUE(Repository::IsValidName(good)) << good;
+    EXPECT_TRUE(IsValidModelName(good)) << good;
   }
 }
 
