@@ -4,7 +4,7 @@
 #include <sstream>
 #include <stdexcept>
 
-namespace normserve {
+namespace normserve::client {
 
 std::string ReadTokenFile(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
@@ -29,4 +29,4 @@ void AttachToken(grpc::ClientContext* context, const std::string& token) {
   if (!token.empty()) context->AddMetadata("authorization", "Bearer " + token);
 }
 
-}  // namespace normserve
+}  // namespace normserve::client

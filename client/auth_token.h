@@ -7,7 +7,7 @@
 
 #include <string>
 
-namespace normserve {
+namespace normserve::client {
 
 // The file's content without surrounding whitespace; throws std::invalid_argument naming the
 // file (never the token) when it cannot be read or holds no single token.
@@ -16,4 +16,4 @@ std::string ReadTokenFile(const std::string& path);
 // Adds the token to the call's metadata; does nothing when `token` is empty (no --token-file).
 void AttachToken(grpc::ClientContext* context, const std::string& token);
 
-}  // namespace normserve
+}  // namespace normserve::client

@@ -34,7 +34,7 @@ int Fail(const grpc::Status& status) {
 void PrepareCall(grpc::ClientContext* context, const Args& args) {
   context->set_deadline(std::chrono::system_clock::now() +
                         std::chrono::milliseconds(static_cast<int64_t>(args.timeout_secs * 1000)));
-  AttachToken(context, args.token);
+  client::AttachToken(context, args.token);
 }
 
 void PrintJson(const google::protobuf::Message& message) {
@@ -282,7 +282,9 @@ int main(int argc, char** argv) {
     if (args->command == "generate" && args->texts.size() == 1 && args->texts[0] == "-") {
       args->texts[0].assign(std::istreambuf_iterator<char>(std::cin), {});
     }
-    if (!args->token_file.empty()) args->token = normserve::ReadTokenFile(args->token_file);
+    if (!args->token_file.empty()) {
+      args->token = normserve::client::ReadTokenFile(args->token_file);
+    }
     if (takes_texts && args->texts.empty()) {
       for (std::string line; std::getline(std::cin, line);) args->texts.push_back(line);
     }

@@ -60,14 +60,14 @@ int Run(const BenchOptions& o) {
     channels.push_back(client::MakeChannel(o.server, o.tls, args));
   }
 
-  const std::string token = o.token_file.empty() ? "" : ReadTokenFile(o.token_file);
+  const std::string token = o.token_file.empty() ? "" : client::ReadTokenFile(o.token_file);
   // What the model is decides the default RPC and what a score request carries.
   v1::ModelInfo info;
   {
     grpc::ClientContext context;
     context.set_deadline(std::chrono::system_clock::now() +
                          std::chrono::milliseconds(std::min<int64_t>(o.timeout_ms, 10000)));
-    AttachToken(&context, token);
+    client::AttachToken(&context, token);
     v1::GetModelRequest request;
     request.set_model(o.model);
     const grpc::Status status =
