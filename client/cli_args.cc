@@ -7,7 +7,7 @@ namespace normserve::cli {
 
 const char kUsage[] =
     R"(usage: normserve [--server HOST:PORT] [--json] [--timeout SECS] [TLS flags]
-                 COMMAND [flags] [TEXT...]
+                 [--token-file F] COMMAND [flags] [TEXT...]
 
 commands:
   translate --model M [--beam N] [--n-best N] [--length-penalty X]
@@ -27,8 +27,9 @@ commands:
 translate, score and generate also take --version N (default: newest) and --priority N
 (1 first; default: the model's lowest). --model may name a variant group.
 Texts come from the arguments, or one per line from stdin when there are none.
---server defaults to 127.0.0.1:50051. Errors print the gRPC status name and message on
-stderr and exit non-zero.
+--server defaults to 127.0.0.1:50051. --token-file F: a file holding the bearer token that
+servers with --auth-tokens-file need (sent as "authorization: Bearer TOKEN"). Errors print
+the gRPC status name and message on stderr and exit non-zero.
 )";
 
 namespace {
@@ -78,6 +79,8 @@ std::optional<Args> ParseArgs(const std::vector<std::string>& argv) {
       args.json = true;
     else if (a == "--timeout")
       args.timeout_secs = std::stod(value_of(a));
+    else if (a == "--token-file")
+      args.token_file = value_of(a);
     else if (a.rfind("--", 0) == 0)
       throw std::invalid_argument("unknown flag " + a);
     else
@@ -93,6 +96,8 @@ std::optional<Args> ParseArgs(const std::vector<std::string>& argv) {
       args.server = value_of(a);
     } else if (std::string* field = client::TlsFlagField(a, &args.tls)) {
       *field = value_of(a);
+    } else if (a == "--token-file") {
+      args.token_file = value_of(a);
     } else if (a == "--") {
       args.texts.insert(args.texts.end(), argv.begin() + static_cast<long>(i) + 1, argv.end());
       break;

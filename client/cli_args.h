@@ -15,6 +15,8 @@ struct Args {
   bool json = false;
   double timeout_secs = 60;
   client::ChannelTls tls;
+  std::string token_file;  // --token-file: the bearer token's file (a token in argv would show)
+  std::string token;       // read from token_file before the first call, sent with every call
   std::string command;
   std::map<std::string, std::string> flags;  // command flags, without the leading --
   std::vector<std::string> texts;            // arguments, else lines of stdin

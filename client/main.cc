@@ -7,6 +7,7 @@
 #include <iostream>
 #include <iterator>
 
+#include "client/auth_token.h"
 #include "client/channel.h"
 #include "client/cli_args.h"
 #include "grpc/health/v1/health.grpc.pb.h"
@@ -29,9 +30,11 @@ int Fail(const grpc::Status& status) {
   return 1;
 }
 
-void SetDeadline(grpc::ClientContext* context, const Args& args) {
+// Every call: the deadline, and the bearer token when there is one.
+void PrepareCall(grpc::ClientContext* context, const Args& args) {
   context->set_deadline(std::chrono::system_clock::now() +
                         std::chrono::milliseconds(static_cast<int64_t>(args.timeout_secs * 1000)));
+  client::AttachToken(context, args.token);
 }
 
 void PrintJson(const google::protobuf::Message& message) {
@@ -72,7 +75,7 @@ int Translate(v1::NormServe::Stub& stub, const Args& args) {
   options->set_return_tokens(args.Flag("tokens").has_value());
 
   grpc::ClientContext context;
-  SetDeadline(&context, args);
+  PrepareCall(&context, args);
   v1::TranslateResponse response;
   const grpc::Status status = stub.Translate(&context, request, &response);
   if (!status.ok()) return Fail(status);
@@ -105,7 +108,7 @@ int Score(v1::NormServe::Stub& stub, const Args& args) {
   v1::ModelInfo info;
   {
     grpc::ClientContext context;
-    SetDeadline(&context, args);
+    PrepareCall(&context, args);
     v1::GetModelRequest get;
     get.set_model(request.model());
     const grpc::Status status = stub.GetModel(&context, get, &info);
@@ -127,7 +130,7 @@ int Score(v1::NormServe::Stub& stub, const Args& args) {
     pair->set_target(text.substr(tab + 1));
   }
   grpc::ClientContext context;
-  SetDeadline(&context, args);
+  PrepareCall(&context, args);
   v1::ScoreResponse response;
   const grpc::Status status = stub.Score(&context, request, &response);
   if (!status.ok()) return Fail(status);
@@ -161,7 +164,7 @@ int Generate(v1::NormServe::Stub& stub, const Args& args) {
   if (args.Flag("stop")) options->add_stop(*args.Flag("stop"));
 
   grpc::ClientContext context;
-  SetDeadline(&context, args);
+  PrepareCall(&context, args);
   auto reader = stub.Generate(&context, request);
   v1::GenerateResponse piece;
   std::string finish;
@@ -186,7 +189,7 @@ int Generate(v1::NormServe::Stub& stub, const Args& args) {
 int LoadOrUnload(v1::NormServe::Stub& stub, const Args& args, bool load) {
   if (args.texts.size() != 1) throw UsageError(args.command + " takes one model name");
   grpc::ClientContext context;
-  SetDeadline(&context, args);
+  PrepareCall(&context, args);
   grpc::Status status;
   if (load) {
     v1::LoadModelRequest request;
@@ -213,7 +216,7 @@ int LoadOrUnload(v1::NormServe::Stub& stub, const Args& args, bool load) {
 
 int Models(v1::NormServe::Stub& stub, const Args& args) {
   grpc::ClientContext context;
-  SetDeadline(&context, args);
+  PrepareCall(&context, args);
   v1::ListModelsResponse response;
   const grpc::Status status = stub.ListModels(&context, v1::ListModelsRequest(), &response);
   if (!status.ok()) return Fail(status);
@@ -236,7 +239,7 @@ int Health(const std::shared_ptr<grpc::Channel>& channel, const Args& args) {
   grpc::health::v1::HealthCheckRequest request;
   request.set_service(args.Flag("service").value_or(""));
   grpc::ClientContext context;
-  SetDeadline(&context, args);
+  PrepareCall(&context, args);
   grpc::health::v1::HealthCheckResponse response;
   const grpc::Status status = stub->Check(&context, request, &response);
   if (!status.ok()) return Fail(status);
@@ -278,6 +281,9 @@ int main(int argc, char** argv) {
     // generate reads its prompt from stdin only when asked with "-".
     if (args->command == "generate" && args->texts.size() == 1 && args->texts[0] == "-") {
       args->texts[0].assign(std::istreambuf_iterator<char>(std::cin), {});
+    }
+    if (!args->token_file.empty()) {
+      args->token = normserve::client::ReadTokenFile(args->token_file);
     }
     if (takes_texts && args->texts.empty()) {
       for (std::string line; std::getline(std::cin, line);) args->texts.push_back(line);

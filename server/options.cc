@@ -53,6 +53,17 @@ TLS on the gRPC port (default: plaintext):
                               FILE (needs --tls-cert and --tls-key)
   --tls-refresh-secs S        re-read the three files every S seconds, so replaced
                               certificates take effect without a restart (default 60)
+Authentication (README "Security"):
+  --auth-tokens-file F        bearer tokens, one "scope token" a line (scope infer or admin;
+                              admin also has infer), re-read when the file changes: every RPC
+                              but health then needs the metadata "authorization: Bearer TOKEN".
+                              Without it every caller has infer (logged as a warning at start)
+  --allow-unauthenticated-admin
+                              without --auth-tokens-file: every caller has admin too
+                              (LoadModel, UnloadModel, model paths), for local use; needed by
+                              --model-control explicit when there is no admin token
+  --enable-reflection         serve gRPC reflection with --auth-tokens-file too (reflection
+                              cannot check tokens; without a tokens file it is always served)
   --help                      this text
 )";
 
@@ -91,6 +102,12 @@ bool ParseServerOptions(const std::vector<std::string>& args, ServerOptions* o, 
     if (flag == "--help" || flag == "-h") {
       *help = kUsage;
       return false;
+    }
+    if (flag == "--allow-unauthenticated-admin" || flag == "--enable-reflection") {
+      if (has_inline) throw std::invalid_argument(flag + " takes no value");
+      (flag == "--enable-reflection" ? o->enable_reflection : o->allow_unauthenticated_admin) =
+          true;
+      continue;
     }
     if (!has_inline) {
       if (i + 1 >= args.size()) throw std::invalid_argument(flag + " needs a value\n\n" + kUsage);
@@ -154,12 +171,20 @@ bool ParseServerOptions(const std::vector<std::string>& args, ServerOptions* o, 
       o->max_concurrent_streams = static_cast<int>(Integer(flag, value, 1, 1 << 16));
     } else if (flag == "--tokenizer-threads") {
       o->tokenizer_threads = static_cast<int>(Integer(flag, value, 1, 64));
+    } else if (flag == "--auth-tokens-file") {
+      if (value.empty()) throw std::invalid_argument("--auth-tokens-file needs a file name");
+      o->auth_tokens_file = value;
     } else {
       throw std::invalid_argument("unknown flag " + flag + "\n\n" + kUsage);
     }
   }
   if (o->model_repository.empty()) {
     throw std::invalid_argument(std::string("--model-repository is required\n\n") + kUsage);
+  }
+  if (o->allow_unauthenticated_admin && !o->auth_tokens_file.empty()) {
+    throw std::invalid_argument(
+        "--allow-unauthenticated-admin is for servers without --auth-tokens-file; with tokens, "
+        "add an \"admin TOKEN\" line to the file instead");
   }
   if (o->tls.cert_file.empty() != o->tls.key_file.empty()) {
     throw std::invalid_argument("--tls-cert and --tls-key go together: give both or neither");

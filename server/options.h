@@ -27,6 +27,12 @@ struct ServerOptions {
   int64_t max_metadata_bytes = 16 << 10;  // request headers (metadata) together
   int max_concurrent_streams = 100;       // calls at once on one client connection
   int tokenizer_threads = 2;              // threads that check and tokenize requests
+  // Bearer tokens (server/auth.h); empty: no authentication, every caller has scope infer.
+  std::string auth_tokens_file;
+  // Without a tokens file: every caller has scope admin too (LoadModel, UnloadModel, paths).
+  bool allow_unauthenticated_admin = false;
+  // Serve gRPC reflection although tokens are configured (it cannot check them).
+  bool enable_reflection = false;
 };
 
 // Parses argv; throws std::invalid_argument with a message fit for the user. Returns false

@@ -4,10 +4,12 @@
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
 
+#include <algorithm>
 #include <stdexcept>
 #include <thread>
 
 #include "models/norm/norm_timing.h"
+#include "server/auth.h"
 #include "server/calls.h"
 #include "server/log.h"
 #include "server/metrics.h"
@@ -39,10 +41,67 @@ std::shared_ptr<Batcher> MakeBatcher(const std::string& name, const BatcherConfi
       observer);
 }
 
+// Authentication and whether admin RPCs exist, decided before anything listens or loads
+// (README "Security"): --model-control explicit needs an admin token, or
+// --allow-unauthenticated-admin for local use.
+std::unique_ptr<Authorizer> MakeAuthorizer(const ServerOptions& options) {
+  const bool explicit_control = options.model_control == ModelControl::kExplicit;
+  if (options.auth_tokens_file.empty()) {
+    if (explicit_control && !options.allow_unauthenticated_admin) {
+      throw std::runtime_error(
+          "--model-control explicit lets callers load and unload models, and this server has "
+          "no --auth-tokens-file: give one with an \"admin TOKEN\" line, or "
+          "--allow-unauthenticated-admin for local use");
+    }
+    LogInfo(std::string("warning: no --auth-tokens-file, so no authentication: every caller "
+                        "that reaches the gRPC port can run inference and list models") +
+            (options.allow_unauthenticated_admin
+                 ? "; --allow-unauthenticated-admin: every caller can also load and unload "
+                   "models and see their paths"
+                 : ""));
+    return Authorizer::Open(options.allow_unauthenticated_admin);
+  }
+  auto authorizer = Authorizer::FromFile(options.auth_tokens_file);
+  const int admin_tokens = authorizer->count(Scope::kAdmin);
+  if (explicit_control && admin_tokens == 0) {
+    throw std::runtime_error(
+        "--model-control explicit needs an admin token, and --auth-tokens-file " +
+        options.auth_tokens_file + " has none: add an \"admin TOKEN\" line");
+  }
+  LogInfo("authentication: " + std::to_string(authorizer->count(Scope::kInfer)) + " infer and " +
+          std::to_string(admin_tokens) + " admin token(s) from " + options.auth_tokens_file +
+          " (re-read when it changes); every RPC but health needs 'authorization: Bearer "
+          "<token>'; server reflection " +
+          (options.enable_reflection ? "is served without a token (--enable-reflection)"
+                                     : "is off (--enable-reflection serves it)"));
+  return authorizer;
+}
+
+// Serves server reflection on one server or not. Linking gRPC's reflection library
+// registers its plugin with every ServerBuilder of the process (a static initializer), so the
+// option takes it out, and puts a fresh one back when reflection is wanted.
+class ReflectionOption : public grpc::ServerBuilderOption {
+ public:
+  explicit ReflectionOption(bool serve) : serve_(serve) {}
+  void UpdateArguments(grpc::ChannelArguments*) override {}
+  void UpdatePlugins(std::vector<std::unique_ptr<grpc::ServerBuilderPlugin>>* plugins) override {
+    const std::string name = grpc::reflection::ProtoServerReflectionPlugin().name();
+    plugins->erase(std::remove_if(plugins->begin(), plugins->end(),
+                                  [&](const auto& plugin) { return plugin->name() == name; }),
+                   plugins->end());
+    if (serve_)
+      plugins->push_back(std::make_unique<grpc::reflection::ProtoServerReflectionPlugin>());
+  }
+
+ private:
+  const bool serve_;
+};
+
 }  // namespace
 
 NormServer::NormServer(const ServerOptions& options)
     : options_(options),
+      authorizer_(MakeAuthorizer(options)),
       metrics_(std::make_unique<Metrics>(options.metrics_address)),
       management_(std::make_unique<WorkerPool>(1)) {
   // Before the models load: a bad certificate file stops the start at once.
@@ -66,11 +125,13 @@ NormServer::NormServer(const ServerOptions& options)
   repository_->LoadAll();
   service_ = std::make_unique<NormServeService>(repository_.get(), metrics, options.model_control,
                                                 management_.get(), options.limits,
-                                                options.tokenizer_threads);
+                                                options.tokenizer_threads, authorizer_.get());
 
   grpc::EnableDefaultHealthCheckService(true);
-  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
+  // Reflection cannot check tokens: with tokens it is served only when asked.
+  builder.SetOption(std::make_unique<ReflectionOption>(options.auth_tokens_file.empty() ||
+                                                       options.enable_reflection));
   builder.AddListeningPort(options.grpc_address, credentials, &grpc_port_);
   builder.SetMaxReceiveMessageSize(static_cast<int>(options.max_message_bytes));
   builder.AddChannelArgument(GRPC_ARG_MAX_METADATA_SIZE,

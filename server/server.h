@@ -1,5 +1,6 @@
 // A running normserved: the model repository and its batchers, the gRPC server (NormServe,
-// health, reflection) and the metrics endpoint. main() and the tests both use it.
+// health, reflection unless tokens are configured) and the metrics endpoint. main() and the
+// tests both use it.
 #pragma once
 
 #include <memory>
@@ -15,6 +16,7 @@ class Server;
 
 namespace normserve {
 
+class Authorizer;
 class Metrics;
 class NormServeService;
 class WorkerPool;
@@ -37,6 +39,7 @@ class NormServer {
   void SetHealth(const std::string& name, bool serving);
 
   const ServerOptions options_;
+  std::unique_ptr<Authorizer> authorizer_;  // first: a refused start loads no model
   std::unique_ptr<Metrics> metrics_;
   std::unique_ptr<WorkerPool> management_;
   std::unique_ptr<ModelRepository> repository_;

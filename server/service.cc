@@ -1,5 +1,8 @@
 #include "server/service.h"
 
+#include <iterator>
+#include <string_view>
+
 #include "models/errors.h"
 #include "server/calls.h"
 #include "server/metrics.h"
@@ -99,12 +102,13 @@ auto UnaryRefusal(Metrics* metrics, const char* rpc, grpc::ServerUnaryReactor* r
   };
 }
 
-void FillInfo(const ModelStatus& s, v1::ModelInfo* out) {
+// `with_path`: the server's file system layout is for admin callers only.
+void FillInfo(const ModelStatus& s, bool with_path, v1::ModelInfo* out) {
   out->set_name(s.name);
   out->set_state(ToProto(s.state));
   out->set_ready(s.newest != nullptr);
   out->set_error(s.error);
-  out->set_path(s.path);
+  if (with_path) out->set_path(s.path);
   out->set_group(s.group);
   for (int64_t v : s.ready_versions) out->add_versions(v);
   if (!s.newest) return;
@@ -121,6 +125,20 @@ void FillInfo(const ModelStatus& s, v1::ModelInfo* out) {
   out->set_parameters(static_cast<uint64_t>(s.newest->parameter_count()));
 }
 
+grpc::StatusCode AuthCode(AuthDecision::Code code) {
+  switch (code) {
+    case AuthDecision::Code::kOk:
+      return grpc::StatusCode::OK;
+    case AuthDecision::Code::kUnauthenticated:
+      return grpc::StatusCode::UNAUTHENTICATED;
+    case AuthDecision::Code::kPermissionDenied:
+      return grpc::StatusCode::PERMISSION_DENIED;
+    case AuthDecision::Code::kAdminOff:
+      return grpc::StatusCode::FAILED_PRECONDITION;
+  }
+  return grpc::StatusCode::UNAUTHENTICATED;
+}
+
 }  // namespace
 
 // Requests that may wait for a tokenizer thread before new ones get RESOURCE_EXHAUSTED.
@@ -128,16 +146,36 @@ constexpr size_t kMaxWaitingToTokenize = 1024;
 
 NormServeService::NormServeService(ModelRepository* repository, Metrics* metrics,
                                    ModelControl control, WorkerPool* management,
-                                   const RequestLimits& limits, int tokenizer_threads)
+                                   const RequestLimits& limits, int tokenizer_threads,
+                                   Authorizer* authorizer)
     : repository_(repository),
       metrics_(metrics),
       control_(control),
       management_(management),
+      authorizer_(authorizer),
       limits_(limits),
       env_{metrics, &shutdown_},
       tokenizer_(std::make_unique<WorkerPool>(tokenizer_threads, kMaxWaitingToTokenize)) {}
 
 NormServeService::~NormServeService() { StartDraining(Clock::now()); }
+
+// Every handler calls this first: the token check runs the same on plaintext and TLS ports
+// (gRPC's AuthMetadataProcessor would be tied to the server credentials; see server/auth.h).
+grpc::Status NormServeService::Authorize(const grpc::CallbackServerContext& context, Scope scope,
+                                         bool* admin) const {
+  const auto& metadata = context.client_metadata();
+  const auto [first, last] = metadata.equal_range("authorization");
+  if (first != last && std::next(first) != last) {
+    return grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
+                        "send one authorization metadata entry, 'Bearer <token>'");
+  }
+  const std::string_view header =
+      first == last ? std::string_view()
+                    : std::string_view(first->second.data(), first->second.size());
+  const AuthDecision decision = authorizer_->Check(first == last ? nullptr : &header, scope);
+  if (admin != nullptr) *admin = decision.admin;
+  return grpc::Status(AuthCode(decision.code), decision.message);
+}
 
 void NormServeService::StartDraining(Clock::time_point abandon_at) {
   shutdown_.Set(abandon_at);
@@ -222,6 +260,11 @@ grpc::ServerUnaryReactor* NormServeService::Translate(grpc::CallbackServerContex
                                                       const v1::TranslateRequest* request,
                                                       v1::TranslateResponse* response) {
   auto* reactor = context->DefaultReactor();
+  const auto refuse = UnaryRefusal(metrics_, "Translate", reactor);
+  if (grpc::Status denied = Authorize(*context, Scope::kInfer); !denied.ok()) {
+    refuse(denied, nullptr);
+    return reactor;
+  }
   Infer(
       context, request->model(), request->version(), request->priority(),
       // DefaultReactor() constructs the reactor anew on each call: call it once, here.
@@ -233,7 +276,7 @@ grpc::ServerUnaryReactor* NormServeService::Translate(grpc::CallbackServerContex
         return std::make_shared<TranslateCall>(context, reactor, model, priority,
                                                std::move(sources), options, response, env_);
       },
-      UnaryRefusal(metrics_, "Translate", reactor));
+      refuse);
   return reactor;
 }
 
@@ -241,6 +284,11 @@ grpc::ServerUnaryReactor* NormServeService::Score(grpc::CallbackServerContext* c
                                                   const v1::ScoreRequest* request,
                                                   v1::ScoreResponse* response) {
   auto* reactor = context->DefaultReactor();
+  const auto refuse = UnaryRefusal(metrics_, "Score", reactor);
+  if (grpc::Status denied = Authorize(*context, Scope::kInfer); !denied.ok()) {
+    refuse(denied, nullptr);
+    return reactor;
+  }
   Infer(
       context, request->model(), request->version(), request->priority(),
       [this, context, reactor, request, response](std::shared_ptr<const ServedModel> model,
@@ -265,7 +313,7 @@ grpc::ServerUnaryReactor* NormServeService::Score(grpc::CallbackServerContext* c
         return std::make_shared<ScoreCall>(context, reactor, model, priority, std::move(sources),
                                            std::move(targets), response, env_);
       },
-      UnaryRefusal(metrics_, "Score", reactor));
+      refuse);
   return reactor;
 }
 
@@ -273,6 +321,14 @@ grpc::ServerWriteReactor<v1::GenerateResponse>* NormServeService::Generate(
     grpc::CallbackServerContext* context, const v1::GenerateRequest* request) {
   auto stream = GenerateStream::Create();
   Metrics* metrics = metrics_;
+  const auto refuse = [metrics, stream](const grpc::Status& status, const ServedModel* model) {
+    CallRecord(metrics, "Generate").Finish(status, model);
+    stream->Complete(status);
+  };
+  if (grpc::Status denied = Authorize(*context, Scope::kInfer); !denied.ok()) {
+    refuse(denied, nullptr);
+    return stream->reactor();
+  }
   Infer(
       context, request->model(), request->version(), request->priority(),
       [this, context, request, stream](std::shared_ptr<const ServedModel> model, int priority,
@@ -282,18 +338,20 @@ grpc::ServerWriteReactor<v1::GenerateResponse>* NormServeService::Generate(
         return std::make_shared<GenerateCall>(context, stream, model, priority, std::move(prompt),
                                               options, env_);
       },
-      [metrics, stream](const grpc::Status& status, const ServedModel* model) {
-        CallRecord(metrics, "Generate").Finish(status, model);
-        stream->Complete(status);
-      });
+      refuse);
   return stream->reactor();
 }
 
 grpc::ServerUnaryReactor* NormServeService::ListModels(grpc::CallbackServerContext* context,
                                                        const v1::ListModelsRequest*,
                                                        v1::ListModelsResponse* response) {
-  for (const ModelStatus& s : repository_->List()) FillInfo(s, response->add_models());
   auto* reactor = context->DefaultReactor();
+  bool admin = false;
+  if (grpc::Status denied = Authorize(*context, Scope::kInfer, &admin); !denied.ok()) {
+    reactor->Finish(denied);
+    return reactor;
+  }
+  for (const ModelStatus& s : repository_->List()) FillInfo(s, admin, response->add_models());
   reactor->Finish(grpc::Status::OK);
   return reactor;
 }
@@ -302,6 +360,11 @@ grpc::ServerUnaryReactor* NormServeService::GetModel(grpc::CallbackServerContext
                                                      const v1::GetModelRequest* request,
                                                      v1::ModelInfo* response) {
   auto* reactor = context->DefaultReactor();
+  bool admin = false;
+  if (grpc::Status denied = Authorize(*context, Scope::kInfer, &admin); !denied.ok()) {
+    reactor->Finish(denied);
+    return reactor;
+  }
   if (const grpc::Status bad_name = CheckName(request->model()); !bad_name.ok()) {
     reactor->Finish(bad_name);
     return reactor;
@@ -313,7 +376,7 @@ grpc::ServerUnaryReactor* NormServeService::GetModel(grpc::CallbackServerContext
                      "model '" + request->model() +
                          "' is not in the repository; available: " + repository_->ReadyNames()));
   } else {
-    FillInfo(*status, response);
+    FillInfo(*status, admin, response);
     reactor->Finish(grpc::Status::OK);
   }
   return reactor;
@@ -334,6 +397,10 @@ grpc::ServerUnaryReactor* NormServeService::LoadModel(grpc::CallbackServerContex
                                                       const v1::LoadModelRequest* request,
                                                       v1::ModelInfo* response) {
   auto* reactor = context->DefaultReactor();
+  if (grpc::Status denied = Authorize(*context, Scope::kAdmin); !denied.ok()) {
+    reactor->Finish(denied);
+    return reactor;
+  }
   const grpc::Status check = CheckManagement(request->model());
   if (!check.ok()) {
     reactor->Finish(check);
@@ -343,7 +410,7 @@ grpc::ServerUnaryReactor* NormServeService::LoadModel(grpc::CallbackServerContex
   // model holds up neither gRPC's threads nor the loads of other models.
   repository_->Load(request->model(), [this, reactor, request, response](const std::string& error) {
     const auto status = repository_->Get(request->model());
-    if (status) FillInfo(*status, response);
+    if (status) FillInfo(*status, /*with_path=*/true, response);
     if (!status || status->ready_versions.empty()) {
       reactor->Finish(grpc::Status(
           status ? grpc::StatusCode::FAILED_PRECONDITION : grpc::StatusCode::NOT_FOUND, error));
@@ -364,6 +431,10 @@ grpc::ServerUnaryReactor* NormServeService::UnloadModel(grpc::CallbackServerCont
                                                         const v1::UnloadModelRequest* request,
                                                         v1::UnloadModelResponse*) {
   auto* reactor = context->DefaultReactor();
+  if (grpc::Status denied = Authorize(*context, Scope::kAdmin); !denied.ok()) {
+    reactor->Finish(denied);
+    return reactor;
+  }
   const grpc::Status check = CheckManagement(request->model());
   if (!check.ok()) {
     reactor->Finish(check);

@@ -9,6 +9,7 @@
 
 #include "models/served_model.h"
 #include "normserve/v1/normserve.grpc.pb.h"
+#include "server/auth.h"
 #include "server/calls.h"
 #include "server/model_repository_fwd.h"
 
@@ -22,9 +23,11 @@ enum class ModelControl { kNone, kPoll, kExplicit };
 class NormServeService final : public v1::NormServe::CallbackService {
  public:
   // `limits` bound every request (memory_budget_bytes comes from each model's batcher);
-  // `tokenizer_threads` check and tokenize requests.
+  // `tokenizer_threads` check and tokenize requests; `authorizer` checks every call's token
+  // before anything else.
   NormServeService(ModelRepository* repository, Metrics* metrics, ModelControl control,
-                   WorkerPool* management, const RequestLimits& limits, int tokenizer_threads);
+                   WorkerPool* management, const RequestLimits& limits, int tokenizer_threads,
+                   Authorizer* authorizer);
   ~NormServeService() override;
 
   // From now on every new call gets UNAVAILABLE, requests still waiting to be tokenized are
@@ -64,11 +67,15 @@ class NormServeService final : public v1::NormServe::CallbackService {
   // Runs `task` on the tokenizer threads; false when too many requests already wait.
   bool SubmitTokenizing(std::function<void()> task);
   grpc::Status CheckManagement(const std::string& model) const;
+  // The caller's token against `scope` (server/auth.h); *admin: whether it holds admin.
+  grpc::Status Authorize(const grpc::CallbackServerContext& context, Scope scope,
+                         bool* admin = nullptr) const;
 
   ModelRepository* const repository_;
   Metrics* const metrics_;
   const ModelControl control_;
   WorkerPool* const management_;
+  Authorizer* const authorizer_;
   const RequestLimits limits_;
   ShutdownDeadline shutdown_;
   const CallEnvironment env_;

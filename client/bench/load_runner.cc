@@ -8,6 +8,8 @@
 #include <thread>
 #include <unordered_set>
 
+#include "client/auth_token.h"
+
 namespace normserve::bench {
 namespace {
 
@@ -106,6 +108,7 @@ grpc::Status LoadRunner::CallSync(v1::NormServe::Stub& stub, size_t request, int
   grpc::ClientContext context;
   context.set_deadline(std::chrono::system_clock::now() +
                        std::chrono::milliseconds(config_.timeout_ms));
+  client::AttachToken(&context, config_.token);
   *tokens = 0;
   if (config_.rpc == Rpc::kTranslate) {
     v1::TranslateResponse response;
@@ -175,6 +178,7 @@ StepStats LoadRunner::RunConcurrency(int concurrency) {
 void LoadRunner::StartAsync(const std::shared_ptr<AsyncCall>& call) {
   call->context.set_deadline(std::chrono::system_clock::now() +
                              std::chrono::milliseconds(config_.timeout_ms));
+  client::AttachToken(&call->context, config_.token);
   v1::NormServe::Stub& stub = StubFor(call->stub);
   if (config_.rpc == Rpc::kTranslate) {
     stub.async()->Translate(&call->context, &translate_requests_[call->request], &call->translate,

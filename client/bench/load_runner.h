@@ -35,6 +35,7 @@ struct LoadConfig {
   int64_t timeout_ms = 30000;
   int max_outstanding = 4096;  // open loop: arrivals beyond this many in flight are dropped
   uint64_t seed = 1;           // of the open loop's arrival times
+  std::string token;           // bearer token sent with every request; empty: none
   const std::atomic<bool>* stop = nullptr;  // set (by SIGINT) to end the step early
 };
 

@@ -9,6 +9,7 @@
 #include <fstream>
 #include <iostream>
 
+#include "client/auth_token.h"
 #include "client/bench/load_runner.h"
 #include "client/bench/options.h"
 #include "client/bench/report.h"
@@ -59,12 +60,14 @@ int Run(const BenchOptions& o) {
     channels.push_back(client::MakeChannel(o.server, o.tls, args));
   }
 
+  const std::string token = o.token_file.empty() ? "" : client::ReadTokenFile(o.token_file);
   // What the model is decides the default RPC and what a score request carries.
   v1::ModelInfo info;
   {
     grpc::ClientContext context;
     context.set_deadline(std::chrono::system_clock::now() +
                          std::chrono::milliseconds(std::min<int64_t>(o.timeout_ms, 10000)));
+    client::AttachToken(&context, token);
     v1::GetModelRequest request;
     request.set_model(o.model);
     const grpc::Status status =
@@ -102,6 +105,7 @@ int Run(const BenchOptions& o) {
   config.timeout_ms = o.timeout_ms;
   config.max_outstanding = o.max_outstanding;
   config.seed = o.seed;
+  config.token = token;
   config.stop = &g_stop;
   LoadRunner runner(std::move(config));
 

@@ -40,6 +40,8 @@ requests:
   --timeout-ms MS         deadline of each request (default 30000)
   --connections N         spread requests over N HTTP/2 connections (default 1)
   --seed N                seed of the open loop's arrival times (default 1)
+  --token-file F          a file holding the bearer token that servers with
+                          --auth-tokens-file need (sent as "authorization: Bearer TOKEN")
 output:
   --json FILE             parameters and one object per step (the list "steps")
   --csv FILE              one row per step
@@ -155,6 +157,8 @@ std::optional<BenchOptions> ParseBenchOptions(const std::vector<std::string>& ar
       }
     } else if (flag == "--texts") {
       o.texts_path = value();
+    } else if (flag == "--token-file") {
+      o.token_file = value();
     } else if (flag == "--beam") {
       o.beam = static_cast<uint32_t>(ParseInteger(flag, value(), 1, 64));
     } else if (flag == "--batch") {

@@ -22,6 +22,7 @@ struct BenchOptions {
   std::string csv_path;
   std::string rpc;         // "translate", "score", or empty: by the model's architecture
   std::string texts_path;  // empty: the built-in texts
+  std::string token_file;  // empty: no bearer token (a token in argv would show)
   std::optional<uint32_t> beam;
   int batch = 1;
   double warmup_s = 1;

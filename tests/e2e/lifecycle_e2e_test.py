@@ -31,6 +31,7 @@ class Lifecycle(unittest.TestCase):
         with open(os.path.join(broken, "model.safetensors"), "r+b") as weights:
             weights.truncate(1000)
         cls.normserved = NormservedProcess(NORMSERVED, cls.root, "--model-control", "explicit",
+                                           "--allow-unauthenticated-admin",
                                            "--threads", "2")
         cls.channel = channel(cls.normserved.target)
         cls.stub = pb_grpc.NormServeStub(cls.channel)

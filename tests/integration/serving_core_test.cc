@@ -58,6 +58,7 @@ std::unique_ptr<NormServer> StartServer(const fs::path& repository, ModelControl
   options.grpc_address = "127.0.0.1:0";
   options.metrics_address = "127.0.0.1:0";
   options.model_control = control;
+  options.allow_unauthenticated_admin = true;  // no tokens: admin RPCs open, as for local use
   options.repository_poll_secs = 0.2;
   return std::make_unique<NormServer>(options);
 }
