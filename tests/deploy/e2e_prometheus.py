@@ -135,7 +135,8 @@ class E2E:
         if not models:
             return self.report("FAIL", "model repository", f"none of {sorted(REQUESTS)} in {repo}")
 
-        # The server gets the repository's models (symlinked) plus one broken model, so that a
+        # The server gets copies of the repository's models (a linked model directory is
+        # refused: README, Security) plus one broken model, so that a
         # load failure is counted (normserve_model_load_failures_total appears only then) and
         # NormserveModelLoadFailed must fire for it and for nothing else.
         if a.broken_model:
@@ -143,7 +144,7 @@ class E2E:
             served_repo.mkdir()
             for entry in sorted(repo.iterdir()):
                 if entry.is_dir() and not entry.name.startswith("."):
-                    (served_repo / entry.name).symlink_to(entry)
+                    shutil.copytree(entry, served_repo / entry.name)
             (served_repo / BROKEN / "1").mkdir(parents=True)
             (served_repo / BROKEN / "1" / "config.json").write_text("{ this is not JSON\n")
         else:

@@ -11,7 +11,7 @@ here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
 mode="$1"
 out="$2"
-targets=(safetensors config_json model_json spm_model request_text auth)
+targets=(safetensors config_json model_json spm_model request_text auth names)
 
 build() {
   local flags=(-std=c++17 -g -O1 -fsanitize=fuzzer,address,undefined
@@ -39,8 +39,10 @@ build() {
     "$here/request_text_fuzz.cc" "$root/models/text/utf8.cc" "$root/models/text/spm_shim.cc" \
     $spm_libs -o "$out/request_text_fuzz" &
   clang++ "${flags[@]}" "$here/auth_fuzz.cc" "$root/server/auth.cc" "$root/server/log.cc" \
-    -o "$out/auth_fuzz" &
+    "$root/models/text/utf8.cc" -o "$out/auth_fuzz" &
   wait
+  clang++ "${flags[@]}" "$here/names_fuzz.cc" "$root/server/names.cc" "$root/models/text/utf8.cc" \
+    -o "$out/names_fuzz"
 }
 
 run() {
@@ -54,6 +56,7 @@ run() {
     # start (-len_control=0), since long inputs are the ones that could be slow.
     request_text) options=(-max_len=4096 -len_control=0 -dict="$here/request_text.dict") ;;
     auth) options=(-max_len=4096 -dict="$here/auth.dict") ;;
+    names) options=(-max_len=20000) ;;
     *) echo "unknown target '$target'; one of: ${targets[*]}" >&2 && exit 2 ;;
   esac
   mkdir -p "$out/corpus/$target" "$out/artifacts"
