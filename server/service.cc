@@ -197,7 +197,10 @@ template <typename Prepare, typename Refuse>
 void NormServeService::Infer(grpc::CallbackServerContext* context, const std::string& name,
                              int64_t version, uint32_t requested_priority, Prepare prepare,
                              Refuse refuse) {
-  // The cheap checks first, on gRPC's thread.
+  // Who asks first, then the cheap checks, on gRPC's thread.
+  if (grpc::Status denied = Authorize(*context, Scope::kInfer); !denied.ok()) {
+    return refuse(denied, nullptr);
+  }
   if (draining_) return refuse(kDraining, nullptr);
   if (const grpc::Status bad_name = CheckName(name); !bad_name.ok()) {
     return refuse(grpc::Status(bad_name.error_code(), bad_name.error_message() + "; available: " +
@@ -261,10 +264,6 @@ grpc::ServerUnaryReactor* NormServeService::Translate(grpc::CallbackServerContex
                                                       v1::TranslateResponse* response) {
   auto* reactor = context->DefaultReactor();
   const auto refuse = UnaryRefusal(metrics_, "Translate", reactor);
-  if (grpc::Status denied = Authorize(*context, Scope::kInfer); !denied.ok()) {
-    refuse(denied, nullptr);
-    return reactor;
-  }
   Infer(
       context, request->model(), request->version(), request->priority(),
       // DefaultReactor() constructs the reactor anew on each call: call it once, here.
@@ -285,10 +284,6 @@ grpc::ServerUnaryReactor* NormServeService::Score(grpc::CallbackServerContext* c
                                                   v1::ScoreResponse* response) {
   auto* reactor = context->DefaultReactor();
   const auto refuse = UnaryRefusal(metrics_, "Score", reactor);
-  if (grpc::Status denied = Authorize(*context, Scope::kInfer); !denied.ok()) {
-    refuse(denied, nullptr);
-    return reactor;
-  }
   Infer(
       context, request->model(), request->version(), request->priority(),
       [this, context, reactor, request, response](std::shared_ptr<const ServedModel> model,
@@ -325,10 +320,6 @@ grpc::ServerWriteReactor<v1::GenerateResponse>* NormServeService::Generate(
     CallRecord(metrics, "Generate").Finish(status, model);
     stream->Complete(status);
   };
-  if (grpc::Status denied = Authorize(*context, Scope::kInfer); !denied.ok()) {
-    refuse(denied, nullptr);
-    return stream->reactor();
-  }
   Infer(
       context, request->model(), request->version(), request->priority(),
       [this, context, request, stream](std::shared_ptr<const ServedModel> model, int priority,

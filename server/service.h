@@ -57,10 +57,10 @@ class NormServeService final : public v1::NormServe::CallbackService {
                                         v1::UnloadModelResponse* response) override;
 
  private:
-  // Resolves the model of an inference call and tokenizes it off gRPC's threads:
-  // `prepare(model, priority, limits)` checks and tokenizes the request and returns the
-  // call, which then waits in the model's batcher. `refuse(status, model)` answers a call
-  // that never became one.
+  // Authorizes an inference call (scope infer), resolves its model and tokenizes it off
+  // gRPC's threads: `prepare(model, priority, limits)` checks and tokenizes the request and
+  // returns the call, which then waits in the model's batcher. `refuse(status, model)`
+  // answers a call that never became one.
   template <typename Prepare, typename Refuse>
   void Infer(grpc::CallbackServerContext* context, const std::string& model, int64_t version,
              uint32_t priority, Prepare prepare, Refuse refuse);

@@ -37,14 +37,22 @@ size_t FirstIllFormed(std::string_view text) {
       return at(k) >= 0 && in(static_cast<uint8_t>(at(k)), lo, hi);
     };
     size_t len = 0;
-    if (b0 <= 0x7F) len = 1;
-    else if (in(b0, 0xC2, 0xDF) && cont(1)) len = 2;
-    else if (b0 == 0xE0 && cont(1, 0xA0, 0xBF) && cont(2)) len = 3;
-    else if ((in(b0, 0xE1, 0xEC) || in(b0, 0xEE, 0xEF)) && cont(1) && cont(2)) len = 3;
-    else if (b0 == 0xED && cont(1, 0x80, 0x9F) && cont(2)) len = 3;
-    else if (b0 == 0xF0 && cont(1, 0x90, 0xBF) && cont(2) && cont(3)) len = 4;
-    else if (in(b0, 0xF1, 0xF3) && cont(1) && cont(2) && cont(3)) len = 4;
-    else if (b0 == 0xF4 && cont(1, 0x80, 0x8F) && cont(2) && cont(3)) len = 4;
+    if (b0 <= 0x7F)
+      len = 1;
+    else if (in(b0, 0xC2, 0xDF) && cont(1))
+      len = 2;
+    else if (b0 == 0xE0 && cont(1, 0xA0, 0xBF) && cont(2))
+      len = 3;
+    else if ((in(b0, 0xE1, 0xEC) || in(b0, 0xEE, 0xEF)) && cont(1) && cont(2))
+      len = 3;
+    else if (b0 == 0xED && cont(1, 0x80, 0x9F) && cont(2))
+      len = 3;
+    else if (b0 == 0xF0 && cont(1, 0x90, 0xBF) && cont(2) && cont(3))
+      len = 4;
+    else if (in(b0, 0xF1, 0xF3) && cont(1) && cont(2) && cont(3))
+      len = 4;
+    else if (b0 == 0xF4 && cont(1, 0x80, 0x8F) && cont(2) && cont(3))
+      len = 4;
     if (len == 0) return i;
     i += len;
   }
