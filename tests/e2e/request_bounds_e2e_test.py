@@ -159,6 +159,17 @@ class RequestBounds(unittest.TestCase):
         self.assertIn("not a valid Generate message", raised.exception.details())
         self.assert_alive()
 
+    def test_stop_strings_are_bounded(self):
+        for stop, phrase in [(["x"] * 17, "at most 16 stop strings"),
+                             (["y" * 257], "1..256 bytes")]:
+            with self.assertRaises(grpc.RpcError) as raised:
+                list(self.client.Generate(pb.GenerateRequest(
+                    model="enlm", prompt=b"the", options=pb.GenerateOptions(stop=stop)),
+                    timeout=30))
+            self.assertEqual(raised.exception.code(), grpc.StatusCode.INVALID_ARGUMENT)
+            self.assertIn(phrase, raised.exception.details())
+        self.assert_alive()
+
     def test_generate_without_a_model_name_is_invalid_argument(self):
         with self.assertRaises(grpc.RpcError) as raised:
             list(self.client.Generate(pb.GenerateRequest(prompt=b"the"), timeout=30))
