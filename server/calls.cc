@@ -8,8 +8,8 @@
 
 namespace normserve {
 
-CallRecord::CallRecord(Metrics* metrics, const char* rpc)
-    : metrics_(metrics), rpc_(rpc), start_(Clock::now()) {
+CallRecord::CallRecord(Metrics* metrics, const char* rpc, Clock::time_point start)
+    : metrics_(metrics), rpc_(rpc), start_(start) {
   metrics_->AddInflight(1);
 }
 
@@ -39,10 +39,11 @@ Clock::time_point SteadyDeadline(const grpc::CallbackServerContext* context) {
 
 InferenceCall::InferenceCall(Kind kind, grpc::CallbackServerContext* context,
                              std::shared_ptr<const ServedModel> model, int priority, int64_t tokens,
-                             std::string batch_key, const CallEnvironment& env, const char* rpc)
+                             std::string batch_key, const CallEnvironment& env, const char* rpc,
+                             Clock::time_point arrived)
     : context_(context),
       model_(std::move(model)),
-      record_(env.metrics, rpc),
+      record_(env.metrics, rpc, arrived),
       kind_(kind),
       shutdown_(env.shutdown),
       priority_(priority),
@@ -122,9 +123,10 @@ TranslateCall::TranslateCall(grpc::CallbackServerContext* context,
                              grpc::ServerUnaryReactor* reactor,
                              std::shared_ptr<const ServedModel> model, int priority,
                              TokenBatch sources_in, TranslationOptions options_in,
-                             v1::TranslateResponse* response_in, const CallEnvironment& env)
+                             v1::TranslateResponse* response_in, const CallEnvironment& env,
+                             Clock::time_point arrived)
     : InferenceCall(Kind::kTranslate, context, model, priority, CountTokens(sources_in),
-                    TranslateKey(*model, options_in), env, "Translate"),
+                    TranslateKey(*model, options_in), env, "Translate", arrived),
       sources(std::move(sources_in)),
       options(options_in),
       response(response_in),
@@ -135,10 +137,10 @@ void TranslateCall::Respond(const grpc::Status& status) { reactor_->Finish(statu
 ScoreCall::ScoreCall(grpc::CallbackServerContext* context, grpc::ServerUnaryReactor* reactor,
                      std::shared_ptr<const ServedModel> model, int priority, TokenBatch sources_in,
                      TokenBatch targets_in, v1::ScoreResponse* response_in,
-                     const CallEnvironment& env)
+                     const CallEnvironment& env, Clock::time_point arrived)
     : InferenceCall(Kind::kScore, context, model, priority,
                     CountTokens(sources_in) + CountTokens(targets_in), "score|" + ModelKey(*model),
-                    env, "Score"),
+                    env, "Score", arrived),
       sources(std::move(sources_in)),
       targets(std::move(targets_in)),
       response(response_in),
@@ -150,11 +152,12 @@ GenerateCall::GenerateCall(grpc::CallbackServerContext* context,
                            std::shared_ptr<GenerateStream> stream,
                            std::shared_ptr<const ServedModel> model, int priority,
                            std::vector<int64_t> prompt_in, GenerationOptions options_in,
-                           const CallEnvironment& env)
-    : InferenceCall(
-          Kind::kGenerate, context, model, priority, static_cast<int64_t>(prompt_in.size()) + 1,
-          // Each stream decodes alone: a key no other call shares.
-          "generate|" + std::to_string(reinterpret_cast<uintptr_t>(stream.get())), env, "Generate"),
+                           const CallEnvironment& env, Clock::time_point arrived)
+    : InferenceCall(Kind::kGenerate, context, model, priority,
+                    static_cast<int64_t>(prompt_in.size()) + 1,
+                    // Each stream decodes alone: a key no other call shares.
+                    "generate|" + std::to_string(reinterpret_cast<uintptr_t>(stream.get())), env,
+                    "Generate", arrived),
       prompt(std::move(prompt_in)),
       options(std::move(options_in)),
       stream_(std::move(stream)) {}

@@ -23,7 +23,8 @@ class Metrics;
 // Finishes an RPC once, recording its status and duration.
 class CallRecord {
  public:
-  CallRecord(Metrics* metrics, const char* rpc);
+  // `start`: when the call arrived, so its duration covers queues and tokenizing.
+  CallRecord(Metrics* metrics, const char* rpc, Clock::time_point start = Clock::now());
   ~CallRecord();
   void Finish(const grpc::Status& status, const ServedModel* model);
 
@@ -60,7 +61,8 @@ class InferenceCall : public QueuedRequest {
 
   InferenceCall(Kind kind, grpc::CallbackServerContext* context,
                 std::shared_ptr<const ServedModel> model, int priority, int64_t tokens,
-                std::string batch_key, const CallEnvironment& env, const char* rpc);
+                std::string batch_key, const CallEnvironment& env, const char* rpc,
+                Clock::time_point arrived);
 
   const std::string& batch_key() const override { return batch_key_; }
   int64_t tokens() const override { return tokens_; }
@@ -101,7 +103,7 @@ class TranslateCall : public InferenceCall {
   TranslateCall(grpc::CallbackServerContext* context, grpc::ServerUnaryReactor* reactor,
                 std::shared_ptr<const ServedModel> model, int priority, TokenBatch sources,
                 TranslationOptions options, v1::TranslateResponse* response,
-                const CallEnvironment& env);
+                const CallEnvironment& env, Clock::time_point arrived);
 
   TokenBatch sources;
   TranslationOptions options;
@@ -116,7 +118,8 @@ class ScoreCall : public InferenceCall {
  public:
   ScoreCall(grpc::CallbackServerContext* context, grpc::ServerUnaryReactor* reactor,
             std::shared_ptr<const ServedModel> model, int priority, TokenBatch sources,
-            TokenBatch targets, v1::ScoreResponse* response, const CallEnvironment& env);
+            TokenBatch targets, v1::ScoreResponse* response, const CallEnvironment& env,
+            Clock::time_point arrived);
 
   TokenBatch sources;  // empty for language models
   TokenBatch targets;
@@ -134,7 +137,7 @@ class GenerateCall : public InferenceCall {
  public:
   GenerateCall(grpc::CallbackServerContext* context, std::shared_ptr<GenerateStream> stream,
                std::shared_ptr<const ServedModel> model, int priority, std::vector<int64_t> prompt,
-               GenerationOptions options, const CallEnvironment& env);
+               GenerationOptions options, const CallEnvironment& env, Clock::time_point arrived);
   bool cancelled() const override;
   // Sends one piece; false once the client is gone.
   bool Send(v1::GenerateResponse message);

@@ -94,10 +94,12 @@ grpc::Status CheckName(const std::string& name) {
   return grpc::Status::OK;
 }
 
-// Answers a unary call that was refused before it became a model call, and counts it.
-auto UnaryRefusal(Metrics* metrics, const char* rpc, grpc::ServerUnaryReactor* reactor) {
-  return [metrics, rpc, reactor](const grpc::Status& status, const ServedModel* model) {
-    CallRecord(metrics, rpc).Finish(status, model);
+// Answers a unary call that arrived at `arrived` and was refused before it became a model
+// call, and counts it.
+auto UnaryRefusal(Metrics* metrics, const char* rpc, grpc::ServerUnaryReactor* reactor,
+                  Clock::time_point arrived) {
+  return [metrics, rpc, reactor, arrived](const grpc::Status& status, const ServedModel* model) {
+    CallRecord(metrics, rpc, arrived).Finish(status, model);
     reactor->Finish(status);
   };
 }
@@ -262,18 +264,20 @@ void NormServeService::Infer(grpc::CallbackServerContext* context, const std::st
 grpc::ServerUnaryReactor* NormServeService::Translate(grpc::CallbackServerContext* context,
                                                       const v1::TranslateRequest* request,
                                                       v1::TranslateResponse* response) {
+  const auto arrived = Clock::now();
   auto* reactor = context->DefaultReactor();
-  const auto refuse = UnaryRefusal(metrics_, "Translate", reactor);
+  const auto refuse = UnaryRefusal(metrics_, "Translate", reactor, arrived);
   Infer(
       context, request->model(), request->version(), request->priority(),
       // DefaultReactor() constructs the reactor anew on each call: call it once, here.
-      [this, context, reactor, request, response](std::shared_ptr<const ServedModel> model,
-                                                  int priority, const RequestLimits& limits) {
+      [this, context, reactor, request, response, arrived](
+          std::shared_ptr<const ServedModel> model, int priority, const RequestLimits& limits) {
         const TranslationOptions options = FromProto(request->options());
         TokenBatch sources = model->PrepareTranslate(
             {request->texts().begin(), request->texts().end()}, options, limits);
         return std::make_shared<TranslateCall>(context, reactor, model, priority,
-                                               std::move(sources), options, response, env_);
+                                               std::move(sources), options, response, env_,
+                                               arrived);
       },
       refuse);
   return reactor;
@@ -282,12 +286,13 @@ grpc::ServerUnaryReactor* NormServeService::Translate(grpc::CallbackServerContex
 grpc::ServerUnaryReactor* NormServeService::Score(grpc::CallbackServerContext* context,
                                                   const v1::ScoreRequest* request,
                                                   v1::ScoreResponse* response) {
+  const auto arrived = Clock::now();
   auto* reactor = context->DefaultReactor();
-  const auto refuse = UnaryRefusal(metrics_, "Score", reactor);
+  const auto refuse = UnaryRefusal(metrics_, "Score", reactor, arrived);
   Infer(
       context, request->model(), request->version(), request->priority(),
-      [this, context, reactor, request, response](std::shared_ptr<const ServedModel> model,
-                                                  int priority, const RequestLimits& limits) {
+      [this, context, reactor, request, response, arrived](
+          std::shared_ptr<const ServedModel> model, int priority, const RequestLimits& limits) {
         if (request->texts_size() > 0 && request->pairs_size() > 0) {
           throw InvalidInputError(
               "send either texts (language models) or pairs (translation "
@@ -306,7 +311,7 @@ grpc::ServerUnaryReactor* NormServeService::Score(grpc::CallbackServerContext* c
               model->PrepareScoreTexts({request->texts().begin(), request->texts().end()}, limits);
         }
         return std::make_shared<ScoreCall>(context, reactor, model, priority, std::move(sources),
-                                           std::move(targets), response, env_);
+                                           std::move(targets), response, env_, arrived);
       },
       refuse);
   return reactor;
@@ -314,20 +319,22 @@ grpc::ServerUnaryReactor* NormServeService::Score(grpc::CallbackServerContext* c
 
 grpc::ServerWriteReactor<v1::GenerateResponse>* NormServeService::Generate(
     grpc::CallbackServerContext* context, const v1::GenerateRequest* request) {
+  const auto arrived = Clock::now();
   auto stream = GenerateStream::Create();
   Metrics* metrics = metrics_;
-  const auto refuse = [metrics, stream](const grpc::Status& status, const ServedModel* model) {
-    CallRecord(metrics, "Generate").Finish(status, model);
+  const auto refuse = [metrics, stream, arrived](const grpc::Status& status,
+                                                 const ServedModel* model) {
+    CallRecord(metrics, "Generate", arrived).Finish(status, model);
     stream->Complete(status);
   };
   Infer(
       context, request->model(), request->version(), request->priority(),
-      [this, context, request, stream](std::shared_ptr<const ServedModel> model, int priority,
-                                       const RequestLimits& limits) {
+      [this, context, request, stream, arrived](std::shared_ptr<const ServedModel> model,
+                                                int priority, const RequestLimits& limits) {
         const GenerationOptions options = FromProto(request->options());
         std::vector<int64_t> prompt = model->PrepareGenerate(request->prompt(), options, limits);
         return std::make_shared<GenerateCall>(context, stream, model, priority, std::move(prompt),
-                                              options, env_);
+                                              options, env_, arrived);
       },
       refuse);
   return stream->reactor();
