@@ -479,11 +479,8 @@ GenerationResult ServedModel::Generate(
   bool stopped_by_string = false, cancelled = false;
   const auto send_up_to = [&](size_t end) {
     // Whole characters only: a message must never end inside a UTF-8 sequence (a string
-    // field with broken UTF-8 fails the client's parser). Continuation bytes are 10xxxxxx.
-    while (end > sent && end < text.size() &&
-           (static_cast<unsigned char>(text[end]) & 0xC0) == 0x80) {
-      --end;
-    }
+    // field with broken UTF-8 fails the client's parser).
+    end = Utf8CutBefore(text, end);
     if (end > sent && !cancelled) {
       if (!on_text(text.substr(sent, end - sent))) cancelled = true;
       sent = end;

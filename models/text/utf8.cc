@@ -1,6 +1,8 @@
 #include "models/text/utf8.h"
 
+#include <algorithm>
 #include <cstdint>
+#include <cstdio>
 
 namespace normserve {
 
@@ -36,6 +38,30 @@ bool IsValidUtf8(std::string_view text, size_t* error_offset) {
     i += len;
   }
   return true;
+}
+
+size_t Utf8CutBefore(std::string_view text, size_t end) {
+  end = std::min(end, text.size());
+  while (end > 0 && end < text.size() && (static_cast<uint8_t>(text[end]) & 0xC0) == 0x80) --end;
+  return end;
+}
+
+std::string EscapeUnprintable(std::string_view text, std::string_view also) {
+  const bool valid = IsValidUtf8(text);
+  std::string out;
+  out.reserve(text.size());
+  for (char c : text) {
+    const auto byte = static_cast<uint8_t>(c);
+    if (byte < 0x20 || byte == 0x7f || (!valid && byte >= 0x80) ||
+        also.find(c) != std::string_view::npos) {
+      char escaped[8];
+      std::snprintf(escaped, sizeof(escaped), "\\x%02x", byte);
+      out += escaped;
+    } else {
+      out += c;
+    }
+  }
+  return out;
 }
 
 }  // namespace normserve
