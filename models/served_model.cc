@@ -47,13 +47,15 @@ std::string FormatBytes(int64_t bytes) {
   return out;
 }
 
-// The cheap checks of a request's texts, before any of them is tokenized: how many, how
-// long in bytes, and well-formed UTF-8. `texts` holds (name for errors, text) pairs.
-void CheckTexts(const std::vector<std::pair<std::string, const std::string*>>& texts,
-                const char* what, const RequestLimits& limits, int64_t max_positions) {
-  if (texts.empty()) throw InvalidInputError(std::string(what) + " is empty: send at least one");
-  if (static_cast<int64_t>(texts.size()) > limits.max_texts) {
-    throw InvalidInputError(std::string(what) + " holds " + std::to_string(texts.size()) +
+// The cheap checks of a request's texts, before any of them is tokenized: how many entries
+// (`what`: texts or pairs; a pair is two texts), and each text's bytes and UTF-8. `texts`
+// holds (name for errors, text) pairs.
+void CheckTexts(const char* what, size_t entries,
+                const std::vector<std::pair<std::string, const std::string*>>& texts,
+                const RequestLimits& limits, int64_t max_positions) {
+  if (entries == 0) throw InvalidInputError(std::string(what) + " is empty: send at least one");
+  if (static_cast<int64_t>(entries) > limits.max_texts) {
+    throw InvalidInputError(std::string(what) + " holds " + std::to_string(entries) +
                             " entries; one request takes at most " +
                             std::to_string(limits.max_texts));
   }
@@ -210,7 +212,7 @@ TokenBatch ServedModel::PrepareTranslate(const std::vector<std::string>& texts,
   std::vector<std::pair<std::string, const std::string*>> named;
   for (size_t i = 0; i < texts.size(); ++i)
     named.emplace_back("text " + std::to_string(i), &texts[i]);
-  CheckTexts(named, "texts", limits, config_.max_positions);
+  CheckTexts("texts", texts.size(), named, limits, config_.max_positions);
   TokenBatch sources;
   size_t longest = 0;
   for (size_t i = 0; i < texts.size(); ++i) {
@@ -245,7 +247,7 @@ TokenBatch ServedModel::PrepareScoreTexts(const std::vector<std::string>& texts,
   std::vector<std::pair<std::string, const std::string*>> named;
   for (size_t i = 0; i < texts.size(); ++i)
     named.emplace_back("text " + std::to_string(i), &texts[i]);
-  CheckTexts(named, "texts", limits, config_.max_positions);
+  CheckTexts("texts", texts.size(), named, limits, config_.max_positions);
   TokenBatch targets;
   for (size_t i = 0; i < texts.size(); ++i) {
     targets.push_back(runtime_->Tokenize(*runtime_->target_tokenizer, texts[i], named[i].first,
@@ -269,15 +271,7 @@ std::pair<TokenBatch, TokenBatch> ServedModel::PrepareScorePairs(
     named.emplace_back("pair " + std::to_string(i) + " source", &pairs[i].first);
     named.emplace_back("pair " + std::to_string(i) + " target", &pairs[i].second);
   }
-  if (pairs.empty()) CheckTexts({}, "pairs", limits, config_.max_positions);
-  if (static_cast<int64_t>(pairs.size()) > limits.max_texts) {
-    throw InvalidInputError("pairs holds " + std::to_string(pairs.size()) +
-                            " entries; one request takes at most " +
-                            std::to_string(limits.max_texts));
-  }
-  RequestLimits texts_limits = limits;
-  texts_limits.max_texts = 2 * limits.max_texts;  // a source and a target per pair
-  CheckTexts(named, "pairs", texts_limits, config_.max_positions);
+  CheckTexts("pairs", pairs.size(), named, limits, config_.max_positions);
   TokenBatch sources, targets;
   for (size_t i = 0; i < pairs.size(); ++i) {
     sources.push_back(runtime_->Tokenize(*runtime_->source_tokenizer, pairs[i].first,
@@ -445,7 +439,7 @@ std::vector<int64_t> ServedModel::PrepareGenerate(const std::string& prompt,
   }
   std::vector<int64_t> ids;
   if (!prompt.empty()) {
-    CheckTexts({{"prompt", &prompt}}, "prompt", limits, config_.max_positions);
+    CheckTexts("prompt", 1, {{"prompt", &prompt}}, limits, config_.max_positions);
     ids = runtime_->Tokenize(*runtime_->target_tokenizer, prompt, "prompt", config_.max_positions);
   }
   // </s> + prompt + new tokens must fit the positions.

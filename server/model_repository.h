@@ -83,7 +83,6 @@ class ModelRepositoryT {
   using LoadDone = std::function<void(const std::string& error)>;
   enum class LookupError {
     kNone,
-    kInvalidName,
     kUnknown,         // no such model or group
     kLoading,         // it will serve soon: worth a retry
     kUnloaded,        // stopped by UnloadModel

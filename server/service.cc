@@ -43,8 +43,6 @@ grpc::StatusCode LookupCode(ModelRepository::LookupError error) {
   switch (error) {
     case ModelRepository::LookupError::kLoading:
       return grpc::StatusCode::UNAVAILABLE;
-    case ModelRepository::LookupError::kInvalidName:
-      return grpc::StatusCode::INVALID_ARGUMENT;
     // The model is in the repository but none of its versions loads: retrying cannot help
     // until an operator fixes the files, and the name is right, so not NOT_FOUND either.
     case ModelRepository::LookupError::kFailed:
