@@ -6,6 +6,7 @@
 #include <future>
 
 #include "models/errors.h"
+#include "models/text/utf8.h"
 #include "server/log.h"
 #include "server/metrics.h"
 #include "server/version_policy.h"
@@ -244,7 +245,9 @@ std::string ModelRepositoryT<Model>::Sync(const std::string& name, const ModelSc
     try {
       model = LoadVersion(name, version, dir);
     } catch (const std::exception& e) {
-      failure = "version " + std::to_string(version) + ": " + e.what();
+      // What a loader quotes from a broken file can be any bytes; GetModel's error is a proto
+      // string, which clients refuse to parse unless it is UTF-8.
+      failure = "version " + std::to_string(version) + ": " + EscapeUnprintable(e.what());
     }
     {
       std::lock_guard<std::mutex> lock(mutex_);

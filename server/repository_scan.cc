@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "models/errors.h"
+#include "models/text/utf8.h"
 
 namespace normserve {
 namespace {
@@ -54,7 +55,7 @@ ModelScan ScanModel(const std::string& root, const std::string& name,
   } catch (const ModelLoadError& e) {
     scan.serving = ModelServingConfig();
     scan.serving.batching = defaults;
-    scan.config_error = e.what();
+    scan.config_error = EscapeUnprintable(e.what());  // a proto string: UTF-8 only
   }
   return scan;
 }

@@ -6,6 +6,8 @@
    or a clear error, never a dropped connection, and once the original is back deen serves.
 2. A new version whose weights hold NaN is refused at load with the tensor's name in
    GetModel's error, and the serving version keeps answering.
+3. A new version whose safetensors header holds bytes that are not UTF-8 is refused, and
+   GetModel's error (a proto string) still parses: the bytes come back escaped.
 
 Usage: weights_rewrite_e2e_test.py NORMSERVED MODEL_REPOSITORY
 """
@@ -186,6 +188,30 @@ class WeightsRewrite(unittest.TestCase):
             reply = translate(client)
             self.assertEqual(reply.version, 1)
             self.assertEqual(reply.translations[0].hypotheses[0].text, "Good morning")
+        finally:
+            normserved.stop()
+            shutil.rmtree(root, ignore_errors=True)
+
+    def test_a_header_that_is_not_utf8_is_reported_escaped(self):
+        root = copy_repository(["deen"])
+        normserved = NormservedProcess(NORMSERVED, root, *POLL)
+        try:
+            client = stub(normserved.target)
+            staging = os.path.join(root, "staging")
+            shutil.copytree(os.path.join(root, "deen", "1"), staging)
+            with open(os.path.join(staging, "model.safetensors"), "r+b") as f:
+                f.seek(8)
+                f.write(b'{"\xff\xfe\x80":')  # a key the JSON parser quotes in its error
+            os.rename(staging, os.path.join(root, "deen", "2"))
+
+            def refused():
+                info = client.GetModel(pb.GetModelRequest(model="deen"), timeout=10)
+                return "version 2" in info.error
+            wait_for(refused, "GetModel to report version 2 as refused")
+            info = client.GetModel(pb.GetModelRequest(model="deen"), timeout=10)
+            self.assertIn("\\x", info.error)
+            self.assertEqual(info.version, 1)
+            self.assertEqual(translate(client).translations[0].hypotheses[0].text, "Good morning")
         finally:
             normserved.stop()
             shutil.rmtree(root, ignore_errors=True)
