@@ -14,6 +14,7 @@
 #include "models/decoding/sampling.h"
 #include "models/decoding/search.h"
 #include "models/decoding/sentence_beams.h"
+#include "models/decoding/step_scores.h"
 #include "models/decoding/token_mask.h"
 #include "models/transformer/decoder_slots.h"
 #include "models/transformer/step_attention.h"
@@ -39,6 +40,13 @@ struct TranslationRequest {
   size_t admitted = 0;   // sentences that have joined, in input order
   size_t remaining = 0;  // sentences not finished
   std::vector<std::vector<Hypothesis>> found;
+};
+
+// Each sentence's best expansions of a step: scores and indices beam * vocab + token into its
+// live beams' rows, best first, at most 2K of them.
+struct Candidates {
+  std::vector<float> scores;
+  std::vector<int64_t> indices;
 };
 
 struct GenerationStream {
@@ -86,6 +94,9 @@ struct StepEngine::State {
               const std::vector<std::vector<int64_t>>& inputs);
   void AdmitStreams();
   void StepTranslations();
+  std::vector<Candidates> SelectCandidates(at::Tensor logits,
+                                           const std::vector<LiveSentence*>& order,
+                                           const std::vector<float>& beam_scores) const;
   void StepStreams();
   void FinishTranslation(TranslationRequest* request);
   void FinishStream(GenerationStream& stream, const char* reason);
@@ -204,8 +215,8 @@ void StepEngine::State::AdmitTranslations() {
       const int64_t bytes = TranslateMemoryBytes(c, 1, source_length, max_length, o.beam_size);
       if (!Fits(bytes)) return Encode(joined, inputs);
       reserved += bytes;
-      sentences.push_back(
-          {&request, request.admitted, SentenceBeams(o.beam_size, max_length, o.length_penalty)});
+      sentences.push_back({&request, request.admitted,
+                           SentenceBeams(o.beam_size, o.n_best, max_length, o.length_penalty)});
       LiveSentence& sentence = sentences.back();
       sentence.reserved_bytes = bytes;
       sentence.source_length = source_length;
@@ -228,9 +239,58 @@ void StepEngine::State::Encode(const std::vector<const LiveSentence*>& joined,
   transformer.EncodeIntoSlots(PadBatch(inputs, special.pad, device()), source_slots, slots);
 }
 
+std::vector<Candidates> StepEngine::State::SelectCandidates(
+    at::Tensor logits, const std::vector<LiveSentence*>& order,
+    const std::vector<float>& beam_scores) const {
+  const int64_t vocab = logits.size(1);
+  std::vector<Candidates> out(order.size());
+  if (logits.device().is_cpu() && logits.scalar_type() == at::kFloat && logits.is_contiguous()) {
+    LogProbRows(logits.data_ptr<float>(), logits.size(0), vocab, beam_scores.data(), special.pad,
+                special.bos);
+    const float* row = logits.data_ptr<float>();
+    for (size_t i = 0; i < order.size(); ++i) {
+      const int64_t live = order[i]->beams.live();
+      const int64_t count = std::min(2 * order[i]->beams.beam_size(), live * vocab);
+      out[i].scores.resize(count);
+      out[i].indices.resize(count);
+      TopCandidates(row, live * vocab, count, out[i].scores.data(), out[i].indices.data());
+      row += live * vocab;
+    }
+    return out;
+  }
+  // Elsewhere on ATen: one top-k per run of sentences with the same live beams and beam size
+  // (order is sorted so), over their rows viewed as [sentences, beams * V].
+  at::Tensor logprobs = at::log_softmax(logits, -1);
+  MaskNonOutputTokens(logprobs, special);
+  logprobs.add_(at::tensor(beam_scores, at::kFloat).to(device()).unsqueeze(1));
+  int64_t row = 0;
+  for (size_t first = 0; first < order.size();) {
+    const int64_t live = order[first]->beams.live(), k = order[first]->beams.beam_size();
+    size_t end = first;
+    while (end < order.size() && order[end]->beams.live() == live &&
+           order[end]->beams.beam_size() == k) {
+      ++end;
+    }
+    const auto count = static_cast<int64_t>(end - first);
+    const at::Tensor candidates = logprobs.narrow(0, row, count * live).view({count, live * vocab});
+    const auto [top, index] = candidates.topk(std::min(2 * k, live * vocab), 1);
+    const at::Tensor top_scores = top.cpu().contiguous(), top_index = index.cpu().contiguous();
+    const int64_t width = top_scores.size(1);
+    for (size_t g = first; g < end; ++g) {
+      const int64_t offset = static_cast<int64_t>(g - first) * width;
+      const float* s = top_scores.data_ptr<float>() + offset;
+      const int64_t* x = top_index.data_ptr<int64_t>() + offset;
+      out[g].scores.assign(s, s + width);
+      out[g].indices.assign(x, x + width);
+    }
+    row += count * live;
+    first = end;
+  }
+  return out;
+}
+
 void StepEngine::State::StepTranslations() {
-  // Rows are laid out sentence by sentence, sentences grouped by (live beams, beam size), so
-  // that each group's candidates are one [sentences, beams * V] view for one top-k.
+  // Rows are laid out sentence by sentence, sentences sorted by (live beams, beam size).
   std::vector<LiveSentence*> order;
   for (LiveSentence& sentence : sentences) order.push_back(&sentence);
   std::stable_sort(order.begin(), order.end(), [](const LiveSentence* a, const LiveSentence* b) {
@@ -256,60 +316,41 @@ void StepEngine::State::StepTranslations() {
   slots.ReserveSteps(longest);
   const at::Tensor logits =
       transformer.Step(at::tensor(tokens, at::kLong).to(device()), rows, slots);
-  at::Tensor logprobs = at::log_softmax(logits, -1);
-  MaskNonOutputTokens(logprobs, special);
-  logprobs.add_(at::tensor(scores, at::kFloat).to(device()).unsqueeze(1));
-  const int64_t vocab = logprobs.size(1);
+  const int64_t vocab = logits.size(1);
+  const std::vector<Candidates> candidates = SelectCandidates(logits, order, scores);
 
   std::vector<DecoderSlots::Copy> copies;
   std::vector<TranslationRequest*> finished;
-  int64_t row = 0;
-  for (size_t first = 0; first < order.size();) {
-    const int64_t live = order[first]->beams.live(), k = order[first]->beams.beam_size();
-    size_t end = first;
-    while (end < order.size() && order[end]->beams.live() == live &&
-           order[end]->beams.beam_size() == k) {
-      ++end;
-    }
-    const auto count = static_cast<int64_t>(end - first);
-    const at::Tensor candidates = logprobs.narrow(0, row, count * live).view({count, live * vocab});
-    const auto [top, index] = candidates.topk(std::min(2 * k, live * vocab), 1);
-    const at::Tensor top_scores = top.cpu().contiguous(), top_index = index.cpu().contiguous();
-    const int64_t width = top_scores.size(1);
-    for (size_t g = first; g < end; ++g) {
-      LiveSentence& sentence = *order[g];
-      const int64_t offset = static_cast<int64_t>(g - first) * width;
-      const int64_t step = sentence.beams.step();
-      const std::vector<int64_t> parents =
-          sentence.beams.Advance(top_scores.data_ptr<float>() + offset,
-                                 top_index.data_ptr<int64_t>() + offset, width, vocab, special.eos);
-      // The first child of a beam takes over its slot; another child is a fork and copies
-      // it (keys up to this step's, written by this step); slots of beams left behind free.
-      std::vector<bool> taken(sentence.slots.size(), false);
-      std::vector<int64_t> next_slots(parents.size(), -1);
-      for (size_t j = 0; j < parents.size(); ++j) {
-        if (!taken[parents[j]]) {
-          taken[parents[j]] = true;
-          next_slots[j] = sentence.slots[parents[j]];
-        }
-      }
-      for (size_t p = 0; p < taken.size(); ++p) {
-        if (!taken[p]) slots.ReleaseRow(sentence.slots[p]);
-      }
-      for (size_t j = 0; j < parents.size(); ++j) {
-        if (next_slots[j] >= 0) continue;
-        next_slots[j] = slots.AcquireRow();
-        copies.push_back({sentence.slots[parents[j]], next_slots[j], step + 1});
-      }
-      sentence.slots = std::move(next_slots);
-      if (sentence.beams.done()) {
-        TranslationRequest* request = sentence.request;
-        request->found[sentence.index] = sentence.beams.Best(request->work.options.n_best);
-        if (--request->remaining == 0) finished.push_back(request);
+  for (size_t i = 0; i < order.size(); ++i) {
+    LiveSentence& sentence = *order[i];
+    const int64_t step = sentence.beams.step();
+    const std::vector<int64_t> parents = sentence.beams.Advance(
+        candidates[i].scores.data(), candidates[i].indices.data(),
+        static_cast<int64_t>(candidates[i].scores.size()), vocab, special.eos);
+    // The first child of a beam takes over its slot; another child is a fork and copies it
+    // (keys up to this step's, written by this step); slots of beams left behind free.
+    std::vector<bool> taken(sentence.slots.size(), false);
+    std::vector<int64_t> next_slots(parents.size(), -1);
+    for (size_t j = 0; j < parents.size(); ++j) {
+      if (!taken[parents[j]]) {
+        taken[parents[j]] = true;
+        next_slots[j] = sentence.slots[parents[j]];
       }
     }
-    row += count * live;
-    first = end;
+    for (size_t p = 0; p < taken.size(); ++p) {
+      if (!taken[p]) slots.ReleaseRow(sentence.slots[p]);
+    }
+    for (size_t j = 0; j < parents.size(); ++j) {
+      if (next_slots[j] >= 0) continue;
+      next_slots[j] = slots.AcquireRow();
+      copies.push_back({sentence.slots[parents[j]], next_slots[j], step + 1});
+    }
+    sentence.slots = std::move(next_slots);
+    if (sentence.beams.done()) {
+      TranslationRequest* request = sentence.request;
+      request->found[sentence.index] = sentence.beams.Best(request->work.options.n_best);
+      if (--request->remaining == 0) finished.push_back(request);
+    }
   }
   slots.CopyRows(copies);
   for (auto it = sentences.begin(); it != sentences.end();) {
