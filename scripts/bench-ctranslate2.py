@@ -283,22 +283,17 @@ def load_prepare_data():
 
 def german_sentences(sources_file):
     """(sentences, where from): --sources, else the held-out test split of
-    scripts/prepare-data.py (data/deen/test.de, or made from the Ding dictionary in memory)."""
+    scripts/prepare-data.py."""
     if sources_file:
         with open(sources_file, encoding="utf-8") as f:
             return [line.strip() for line in f if line.strip()], sources_file
-    test_split = os.path.join(ROOT, "data", "deen", "test.de")
-    if os.path.exists(test_split):
-        with open(test_split, encoding="utf-8") as f:
-            return [line.strip() for line in f if line.strip()], "data/deen/test.de"
-    prepare_data = load_prepare_data()
-    if os.path.exists(prepare_data.DING_PATH):
-        with open(prepare_data.DING_PATH, encoding="utf-8") as f:
-            mt, _, _ = prepare_data.build(f)
-        return [de for de, _ in mt["test"]], \
-            f"the test split of scripts/prepare-data.py ({prepare_data.DING_PATH})"
-    raise SystemExit("bench-ctranslate2: no German sentences: pass --sources FILE, run "
-                     "scripts/prepare-data.py, or install trans-de-en")
+    data = prepared_data()
+    if data is None:
+        raise SystemExit("bench-ctranslate2: no German sentences: pass --sources FILE or "
+                         "install trans-de-en (for the test split of scripts/prepare-data.py)")
+    with open(os.path.join(data, "test.de"), encoding="utf-8") as f:
+        return [line.strip() for line in f if line.strip()], \
+            "the test split of scripts/prepare-data.py (Ding dictionary)"
 
 
 def take(sentences, count):
@@ -311,7 +306,7 @@ def batches(items, size):
 
 
 # ---------------------------------------------------------------------------------------------
-# The two engines, with the same interface: translate(texts, beam, max_tokens), score(pairs)
+# The two engines, with the same interface: translate(texts, beam), score(pairs)
 
 
 def length_bound(source_lengths):
