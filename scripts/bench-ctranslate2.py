@@ -332,7 +332,7 @@ class CTranslate2Engine:
         pieces = self.source.encode(texts, out_type=str)
         results = self.translator.translate_batch(
             pieces, beam_size=beam, max_decoding_length=length_bound([len(p) for p in pieces]),
-            min_decoding_length=0, max_batch_size=0)
+            min_decoding_length=1, max_batch_size=0)
         return [self.target.decode_pieces(r.hypotheses[0]) for r in results]
 
     def score(self, pairs):
@@ -539,10 +539,9 @@ def report(args, model_dir, source_origin, notes, agree, timings, load_start, lo
         "- Tokenization is included for both: normserve tokenizes in the server (raw text over "
         "gRPC on loopback, so its figures also include the RPC); CTranslate2 runs SentencePiece "
         "encode/decode in Python inside the timed region. Both decode to the same per-batch "
-        "length bound (normserve's default 1.5 * (tokens + 1) + 10 of the longest source); "
-        "CTranslate2 with min_decoding_length 0, as normserve allows an empty output (its "
-        "default 1 forbids </s> first). At the bound normserve forces </s>, CTranslate2 stops "
-        "without it, so outputs that reach the bound may differ.",
+        "length bound (normserve's default 1.5 * (tokens + 1) + 10 of the longest source) and "
+        "follow the same search rules (README \"Search rules\"): no </s> at the first step "
+        "(CTranslate2's min_decoding_length 1), and a hypothesis at the bound ends without </s>.",
         f"- Timing: interleaved (CTranslate2, normserve, CTranslate2, ...), {args.rounds} rounds "
         "after a warm-up call of each kind, medians.",
         "",

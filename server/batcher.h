@@ -25,7 +25,7 @@
 namespace normserve {
 
 struct BatcherConfig {
-  int64_t max_batch_size = 16;      // requests per batch
+  int64_t max_batch_size = 64;      // requests per batch, or running in the step loop
   int64_t max_batch_tokens = 4096;  // tokens per batch (a single larger request still runs)
   std::chrono::microseconds max_queue_delay{2000};
   int64_t max_queue_size = 256;  // queued requests, all priorities together

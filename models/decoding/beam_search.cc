@@ -24,7 +24,7 @@ std::vector<std::vector<Hypothesis>> BeamSearch(const Transformer& model,
       model.StartDecoding(memory.states.defined() ? memory.Expand(k) : memory, rows);
   std::vector<SentenceBeams> sentences;
   for (int64_t b = 0; b < batch; ++b) {
-    sentences.emplace_back(k, options.n_best, max_lengths[b], options.length_penalty);
+    sentences.emplace_back(k, max_lengths[b], options.length_penalty);
   }
   const at::Device device = model.device();
   at::Tensor next =

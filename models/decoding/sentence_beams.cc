@@ -10,12 +10,8 @@ double NormalizedScore(double logprob, size_t output_tokens, double length_penal
   return logprob / std::pow(static_cast<double>(output_tokens), length_penalty);
 }
 
-SentenceBeams::SentenceBeams(int64_t beam_size, int64_t n_best, int64_t max_length,
-                             double length_penalty)
-    : beam_size_(beam_size),
-      n_best_(n_best),
-      max_length_(max_length),
-      length_penalty_(length_penalty) {}
+SentenceBeams::SentenceBeams(int64_t beam_size, int64_t max_length, double length_penalty)
+    : beam_size_(beam_size), max_length_(max_length), length_penalty_(length_penalty) {}
 
 std::vector<int64_t> SentenceBeams::Advance(const float* scores, const int64_t* indices,
                                             int64_t count, int64_t vocab, int64_t eos) {
@@ -36,8 +32,7 @@ std::vector<int64_t> SentenceBeams::Advance(const float* scores, const int64_t* 
       h.logprob = score;
       h.score = NormalizedScore(score, h.tokens.size() + 1, length_penalty_);
       finished_.push_back(std::move(h));
-      const auto count = static_cast<int64_t>(finished_.size());
-      if (count == k || (j == 0 && count >= n_best_)) done_ = true;
+      if (static_cast<int64_t>(finished_.size()) == k) done_ = true;
     } else if (kept < k) {
       parents.push_back(beam);
       histories.push_back(histories_[beam]);

@@ -216,7 +216,7 @@ void StepEngine::State::AdmitTranslations() {
       if (!Fits(bytes)) return Encode(joined, inputs);
       reserved += bytes;
       sentences.push_back({&request, request.admitted,
-                           SentenceBeams(o.beam_size, o.n_best, max_length, o.length_penalty)});
+                           SentenceBeams(o.beam_size, max_length, o.length_penalty)});
       LiveSentence& sentence = sentences.back();
       sentence.reserved_bytes = bytes;
       sentence.source_length = source_length;

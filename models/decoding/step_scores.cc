@@ -14,8 +14,9 @@ constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 // the exponent bits times a degree-6 polynomial on the remainder |r| <= ln2/2. Inputs below
 // -87 (including -inf) give about 1e-38, negligible in a sum whose largest term is 1.
 inline float ExpNonPositive(float x) {
-  x = std::max(x, -87.0f);
-  const float n = std::nearbyint(x * 1.44269504f);
+  x = x < -87.0f ? -87.0f : x;
+  // Rounded to the nearest integer by adding and subtracting 1.5 * 2^23 (|x * log2 e| < 126).
+  const float n = (x * 1.44269504f + 12582912.0f) - 12582912.0f;
   const float r = x - n * 0.693359375f + n * 2.12194440e-4f;
   float p = 1.0f / 720;
   p = p * r + 1.0f / 120;
@@ -37,18 +38,21 @@ void LogProbRows(float* logits, int64_t rows, int64_t vocab, const float* offset
   for (int64_t r = 0; r < rows; ++r) {
     float* row = logits + r * vocab;
     float best = kNegInf;
-    bool nan = false;
+    int nan = 0;
+#pragma omp simd reduction(max : best) reduction(| : nan)
     for (int64_t v = 0; v < vocab; ++v) {
-      nan |= std::isnan(row[v]);
-      best = std::max(best, row[v]);
+      nan |= row[v] != row[v];
+      best = row[v] > best ? row[v] : best;
     }
     if (nan || best == kNegInf || std::isinf(best)) {
       std::fill(row, row + vocab, kNegInf);
       continue;
     }
     float sum = 0;
+#pragma omp simd reduction(+ : sum)
     for (int64_t v = 0; v < vocab; ++v) sum += ExpNonPositive(row[v] - best);
     const float shift = (offsets ? offsets[r] : 0.0f) - best - std::log(sum);
+#pragma omp simd
     for (int64_t v = 0; v < vocab; ++v) row[v] += shift;
     row[pad] = kNegInf;
     row[bos] = kNegInf;

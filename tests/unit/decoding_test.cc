@@ -852,12 +852,8 @@ TEST(BeamSearchExhaustiveTest, FindsTheBestSequences) {
       const EncoderOutput memory = m.model->Encode(PadBatch(sources, kPad));
       for (double length_penalty : {0.0, 1.0, 2.0}) {
         SCOPED_TRACE("length penalty " + std::to_string(length_penalty));
-        // n_best = K: no early exit (sentence_beams.h), so that the search is exhaustive.
         const auto found =
-            BeamSearch(*m.model, memory, {max_len, max_len}, {64, 64, length_penalty});
-        // With one hypothesis asked for, the search ends when the best expansion is </s>;
-        // without a length penalty that one is still the best of all.
-        const auto first = BeamSearch(*m.model, memory, {max_len, max_len}, {64, 1, 0.0});
+            BeamSearch(*m.model, memory, {max_len, max_len}, {64, 5, length_penalty});
         ASSERT_EQ(found.size(), 2u);
         for (int64_t b = 0; b < 2; ++b) {
           SCOPED_TRACE("sentence " + std::to_string(b));
@@ -879,11 +875,7 @@ TEST(BeamSearchExhaustiveTest, FindsTheBestSequences) {
           std::stable_sort(exact.begin(), exact.end(),
                            [](const Scored& x, const Scored& y) { return x.score > y.score; });
 
-          if (length_penalty == 0.0) {
-            ASSERT_EQ(first[b].size(), 1u);
-            EXPECT_NEAR(first[b][0].score, exact[0].score, 1e-4);
-          }
-          ASSERT_GE(found[b].size(), 5u);
+          ASSERT_EQ(found[b].size(), 5u);
           for (size_t r = 0; r < 5; ++r) {
             SCOPED_TRACE("rank " + std::to_string(r));
             const Hypothesis& h = found[b][r];
