@@ -3,6 +3,7 @@
 #include <ATen/Context.h>
 #include <ATen/Parallel.h>
 #include <c10/core/Device.h>
+#include <malloc.h>
 #include <unistd.h>
 
 #include <cstdlib>
@@ -16,6 +17,12 @@ int SetComputeThreads(int n) {
       n > 0 ? n : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   at::set_num_threads(threads);
   return at::get_num_threads();
+}
+
+void KeepLargeBlocksForReuse() {
+  // Up to glibc's largest mmap threshold; freed memory above 256 MiB goes back to the system.
+  mallopt(M_MMAP_THRESHOLD, 32 << 20);
+  mallopt(M_TRIM_THRESHOLD, 256 << 20);
 }
 
 void RestartWithComputeEnvironment(char** argv, int threads) {

@@ -187,6 +187,13 @@ def convert_to_ctranslate2(model_dir, out_dir):
     def attention_weights(prefix, part):
         return w[f"{prefix}.{part}_proj.weight"], w[f"{prefix}.{part}_proj.bias"]
 
+    def self_attention(layer, prefix, site):
+        nb = set_norm(layer.self_attention, "layer_norm", site, prefix + ".self_attn_layer_norm")
+        qkv = [attention_weights(prefix + ".self_attn", part) for part in ("q", "k", "v")]
+        linear(layer.self_attention.linear[0], np.concatenate([x[0] for x in qkv]),
+               np.concatenate([x[1] for x in qkv]), nb)
+        linear(layer.self_attention.linear[1], *attention_weights(prefix + ".self_attn", "out"))
+
     def feed_forward(spec, prefix, norm_bias):
         linear(spec.linear_0, w[prefix + ".fc1.weight"], w[prefix + ".fc1.bias"], norm_bias)
         linear(spec.linear_1, w[prefix + ".fc2.weight"], w[prefix + ".fc2.bias"])
@@ -199,12 +206,7 @@ def convert_to_ctranslate2(model_dir, out_dir):
     encoder.position_encodings.encodings = positions
     for i, layer in enumerate(encoder.layer):
         p = f"encoder.layers.{i}"
-        nb = set_norm(layer.self_attention, "layer_norm", "encoder_self_attn",
-                      p + ".self_attn_layer_norm")
-        qkv = [attention_weights(p + ".self_attn", part) for part in ("q", "k", "v")]
-        linear(layer.self_attention.linear[0], np.concatenate([x[0] for x in qkv]),
-               np.concatenate([x[1] for x in qkv]), nb)
-        linear(layer.self_attention.linear[1], *attention_weights(p + ".self_attn", "out"))
+        self_attention(layer, p, "encoder_self_attn")
         nb = set_norm(layer.ffn, "layer_norm", "encoder_ffn", p + ".final_layer_norm")
         feed_forward(layer.ffn, p, nb)
     encoder_final_bias = None
@@ -215,12 +217,7 @@ def convert_to_ctranslate2(model_dir, out_dir):
     decoder.position_encodings.encodings = positions
     for i, layer in enumerate(decoder.layer):
         p = f"decoder.layers.{i}"
-        nb = set_norm(layer.self_attention, "layer_norm", "decoder_self_attn",
-                      p + ".self_attn_layer_norm")
-        qkv = [attention_weights(p + ".self_attn", part) for part in ("q", "k", "v")]
-        linear(layer.self_attention.linear[0], np.concatenate([x[0] for x in qkv]),
-               np.concatenate([x[1] for x in qkv]), nb)
-        linear(layer.self_attention.linear[1], *attention_weights(p + ".self_attn", "out"))
+        self_attention(layer, p, "decoder_self_attn")
         # The cross-attention norm feeds the queries only; the encoder's final norm feeds the
         # keys and values of every decoder layer.
         nb = set_norm(layer.attention, "layer_norm", "decoder_cross_attn",

@@ -270,12 +270,6 @@ ModelRunner::ModelRunner(Metrics* metrics, int64_t memory_budget_bytes)
 
 ModelRunner::~ModelRunner() = default;
 
-ModelRunner::Engine& ModelRunner::EngineFor(const std::shared_ptr<const ServedModel>& model) {
-  auto& engine = engines_[model.get()];
-  if (!engine) engine = std::make_unique<Engine>(model, memory_budget_bytes_);
-  return *engine;
-}
-
 void ModelRunner::Run(std::vector<std::shared_ptr<QueuedRequest>>& batch) {
   auto* first = static_cast<InferenceCall*>(batch.front().get());
   const ServedModel& model = first->model();
@@ -307,17 +301,34 @@ void ModelRunner::Run(std::vector<std::shared_ptr<QueuedRequest>>& batch) {
   }
 }
 
-void ModelRunner::Admit(const std::shared_ptr<TranslateCall>& call) {
-  Engine& engine = EngineFor(call->shared_model());
-  engine.calls.push_back(call);
+ModelRunner::Engine& ModelRunner::Track(const std::shared_ptr<InferenceCall>& call) {
+  auto& engine = engines_[&call->model()];
+  if (!engine) engine = std::make_unique<Engine>(call->shared_model(), memory_budget_bytes_);
+  engine->calls.push_back(call);
   load_.requests += 1;
   load_.tokens += call->tokens();
+  return *engine;
+}
+
+namespace {
+
+// A call's work stops when the call should (its client left, its deadline or the shutdown
+// grace passed), and is then answered with the reason.
+template <typename Work>
+void StopWith(const std::shared_ptr<InferenceCall>& call, Work& work) {
+  work.stop = [call] { return call->ShouldStop(); };
+  work.stopped = [call] { call->Finish(call->StoppedStatus()); };
+}
+
+}  // namespace
+
+void ModelRunner::Admit(const std::shared_ptr<TranslateCall>& call) {
+  Engine& engine = Track(call);
   Metrics* metrics = metrics_;
   TranslationWork work;
   work.sources = call->sources;
   work.options = call->options;
-  work.stop = [call] { return call->ShouldStop(); };
-  work.stopped = [call] { call->Finish(call->StoppedStatus()); };
+  StopWith(call, work);
   work.done = [call, metrics](std::vector<std::vector<TranslationHypothesis>>&& results) {
     const ServedModel& model = call->model();
     int64_t generated = 0;
@@ -341,16 +352,12 @@ void ModelRunner::Admit(const std::shared_ptr<TranslateCall>& call) {
 }
 
 void ModelRunner::Admit(const std::shared_ptr<GenerateCall>& call) {
-  Engine& engine = EngineFor(call->shared_model());
-  engine.calls.push_back(call);
-  load_.requests += 1;
-  load_.tokens += call->tokens();
+  Engine& engine = Track(call);
   Metrics* metrics = metrics_;
   GenerationWork work;
   work.prompt = call->prompt;
   work.options = call->options;
-  work.stop = [call] { return call->ShouldStop(); };
-  work.stopped = [call] { call->Finish(call->StoppedStatus()); };
+  StopWith(call, work);
   work.on_text = [call](const std::string& delta) {
     v1::GenerateResponse piece;
     piece.set_text(delta);

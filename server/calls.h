@@ -198,7 +198,8 @@ class ModelRunner : public BatchRunner {
 
  private:
   struct Engine;
-  Engine& EngineFor(const std::shared_ptr<const ServedModel>& model);
+  // The engine of the call's model version, with the call counted as running on it.
+  Engine& Track(const std::shared_ptr<InferenceCall>& call);
   void Admit(const std::shared_ptr<TranslateCall>& call);
   void Admit(const std::shared_ptr<GenerateCall>& call);
 

@@ -30,6 +30,7 @@ int main(int argc, char** argv) {
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
   const int threads = normserve::SetComputeThreads(options.threads);
+  normserve::KeepLargeBlocksForReuse();
   normserve::LogInfo("compute threads: " + std::to_string(threads));
   std::unique_ptr<normserve::NormServer> server;
   try {

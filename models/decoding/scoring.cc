@@ -31,10 +31,11 @@ std::vector<std::vector<double>> ScoreTargets(const Transformer& model, const En
   const auto batch = static_cast<int64_t>(targets.size());
   DecoderState state = model.StartDecoding(memory, batch);
   const at::Device device = model.device();
-  const at::Tensor logprobs =
-      at::log_softmax(model.Decode(PadBatch(inputs, special.pad, device), state), -1);
-  const at::Tensor picked = logprobs.gather(2, PadBatch(outputs, special.pad, device).unsqueeze(2))
-                                .squeeze(2)
+  // log_softmax at the targets only: their logits minus each position's log-sum-exp, without
+  // writing a [B, T, V] tensor of log-probabilities.
+  const at::Tensor logits = model.Decode(PadBatch(inputs, special.pad, device), state);
+  const at::Tensor targets_index = PadBatch(outputs, special.pad, device).unsqueeze(2);
+  const at::Tensor picked = (logits.gather(2, targets_index).squeeze(2) - at::logsumexp(logits, -1))
                                 .to(at::kDouble)
                                 .cpu();
   const auto a = picked.accessor<double, 2>();

@@ -42,18 +42,23 @@ void DecoderSlots::Grow(std::vector<at::Tensor>& buffers, int64_t dim, int64_t s
   }
 }
 
-int64_t DecoderSlots::AcquireRow() {
-  if (free_rows_.empty()) {
-    const int64_t grown = std::max(kFirstRows, 2 * row_capacity_);
-    ReserveSteps(kFirstSteps);
-    Grow(self_keys, 0, grown);
-    Grow(self_values, 0, grown);
-    for (int64_t s = grown - 1; s >= row_capacity_; --s) free_rows_.push_back(s);
-    row_capacity_ = grown;
+int64_t DecoderSlots::Take(std::vector<at::Tensor>& keys, std::vector<at::Tensor>& values,
+                           int64_t& capacity, std::vector<int64_t>& free) {
+  if (free.empty()) {
+    const int64_t grown = std::max(kFirstRows, 2 * capacity);
+    Grow(keys, 0, grown);
+    Grow(values, 0, grown);
+    for (int64_t s = grown - 1; s >= capacity; --s) free.push_back(s);
+    capacity = grown;
   }
-  const int64_t slot = free_rows_.back();
-  free_rows_.pop_back();
+  const int64_t slot = free.back();
+  free.pop_back();
   return slot;
+}
+
+int64_t DecoderSlots::AcquireRow() {
+  ReserveSteps(kFirstSteps);
+  return Take(self_keys, self_values, row_capacity_, free_rows_);
 }
 
 void DecoderSlots::ReleaseRow(int64_t slot) { free_rows_.push_back(slot); }
@@ -64,16 +69,7 @@ int64_t DecoderSlots::AcquireSource(int64_t length) {
     Grow(cross_keys, 2, source_length_capacity_);
     Grow(cross_values, 2, source_length_capacity_);
   }
-  if (free_sources_.empty()) {
-    const int64_t grown = std::max(kFirstRows, 2 * source_capacity_);
-    Grow(cross_keys, 0, grown);
-    Grow(cross_values, 0, grown);
-    for (int64_t s = grown - 1; s >= source_capacity_; --s) free_sources_.push_back(s);
-    source_capacity_ = grown;
-  }
-  const int64_t source = free_sources_.back();
-  free_sources_.pop_back();
-  return source;
+  return Take(cross_keys, cross_values, source_capacity_, free_sources_);
 }
 
 void DecoderSlots::ReleaseSource(int64_t source) { free_sources_.push_back(source); }

@@ -44,6 +44,9 @@ class DecoderSlots {
  private:
   // Grows dimension `dim` of every tensor in `buffers` to `size`, keeping the contents.
   static void Grow(std::vector<at::Tensor>& buffers, int64_t dim, int64_t size);
+  // A free slot of the pool whose buffers are keys and values, doubling them when full.
+  static int64_t Take(std::vector<at::Tensor>& keys, std::vector<at::Tensor>& values,
+                      int64_t& capacity, std::vector<int64_t>& free);
 
   const int64_t heads_, head_dim_, max_steps_;
   const bool cross_;
