@@ -18,6 +18,7 @@
 #include <random>
 #include <sstream>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "models/decoding/search.h"
@@ -28,6 +29,7 @@
 #include "models/io/weights_io.h"
 #include "models/served_model.h"
 #include "models/transformer/transformer.h"
+#include "tests/unit/norm_equivalence.h"
 #include "tests/unit/test_util.h"
 
 namespace normserve {
@@ -35,198 +37,20 @@ namespace {
 
 namespace fs = std::filesystem;
 using nlohmann::json;
-using Tokens = std::vector<int64_t>;
-using Weights = std::map<std::string, at::Tensor>;
-
-constexpr int64_t kInputs = 500;  // per greedy, beam and score comparison
-constexpr int64_t kChunk = 100;   // inputs per model call
-constexpr double kFp32Tolerance = 1e-4;
+using testing::Build;
+using testing::BuildPair;
+using testing::kFp32Tolerance;
+using testing::kInputs;
+using testing::LmGreedyMismatches;
+using testing::LoadDirWeights;
+using testing::MaxLogitDiff;
+using testing::MaxScoreDiff;
+using testing::Pair;
+using testing::PrintFigure;
+using testing::RoundTo;
+using testing::Weights;
 
 std::string EnlmDir() { return std::string(NORMSERVE_SOURCE_DIR) + "/models/repository/enlm/1"; }
-
-struct Model {
-  ModelConfig config;
-  std::unique_ptr<Transformer> transformer;
-};
-
-Model Build(const ModelConfig& config, Weights weights) {
-  WeightStore store("test weights", std::move(weights));
-  return {config, std::make_unique<Transformer>(config, store)};
-}
-
-// The original model and its conversion, from the same weights.
-struct Pair {
-  Model original, converted;
-};
-
-Pair BuildPair(const ModelConfig& config, const Weights& weights) {
-  Weights converted = weights;  // the conversion replaces entries, never edits a tensor
-  const ModelConfig converted_config =
-      ConvertNorm(config, converted, NormKind::kRMSNorm, "test weights");
-  return {Build(config, weights), Build(converted_config, std::move(converted))};
-}
-
-// Every tensor rounded to `dtype` and back: what loading a file of that dtype gives.
-Weights RoundTo(const Weights& weights, at::ScalarType dtype) {
-  Weights out;
-  for (const auto& [name, t] : weights) out[name] = t.to(dtype).to(at::kFloat);
-  return out;
-}
-
-int64_t Uniform(std::mt19937_64& rng, int64_t lo, int64_t hi) {
-  return std::uniform_int_distribution<int64_t>(lo, hi)(rng);
-}
-
-// Sequences of ordinary tokens (ids above the special ones), lengths in [min, max].
-std::vector<Tokens> RandomSequences(std::mt19937_64& rng, int64_t count, int64_t min_length,
-                                    int64_t max_length, int64_t vocab, const SpecialTokens& s) {
-  const int64_t first = std::max({s.bos, s.pad, s.eos, s.unk}) + 1;
-  std::vector<Tokens> out;
-  for (int64_t i = 0; i < count; ++i) {
-    Tokens t;
-    for (int64_t n = Uniform(rng, min_length, max_length); n > 0; --n) {
-      t.push_back(Uniform(rng, first, vocab - 1));
-    }
-    out.push_back(std::move(t));
-  }
-  return out;
-}
-
-std::vector<Tokens> Slice(const std::vector<Tokens>& all, size_t begin, size_t count) {
-  return {all.begin() + begin, all.begin() + std::min(all.size(), begin + count)};
-}
-
-EncoderOutput EncodeSources(const Model& m, const std::vector<Tokens>& sources) {
-  if (!m.config.is_mt()) return {};
-  std::vector<Tokens> closed = sources;
-  for (Tokens& s : closed) s.push_back(m.config.special.eos);
-  return m.transformer->Encode(PadBatch(closed, m.config.special.pad));
-}
-
-// Logits [B, T, V] of decoding </s> + target for each source (sources empty for an LM).
-at::Tensor Logits(const Model& m, const std::vector<Tokens>& sources,
-                  const std::vector<Tokens>& targets) {
-  std::vector<Tokens> inputs;
-  for (const Tokens& t : targets) {
-    inputs.push_back({m.config.special.eos});
-    inputs.back().insert(inputs.back().end(), t.begin(), t.end());
-  }
-  DecoderState state =
-      m.transformer->StartDecoding(EncodeSources(m, sources), static_cast<int64_t>(inputs.size()));
-  return m.transformer->Decode(PadBatch(inputs, m.config.special.pad), state);
-}
-
-double MaxAbsDiff(const at::Tensor& a, const at::Tensor& b) {
-  return (a.to(at::kDouble) - b.to(at::kDouble)).abs().max().item<double>();
-}
-
-// The largest logit difference over `batches` batches of 8 random sequences of 48 tokens.
-double MaxLogitDiff(const Pair& p, std::mt19937_64& rng, int batches) {
-  const ModelConfig& c = p.original.config;
-  double worst = 0;
-  for (int b = 0; b < batches; ++b) {
-    std::vector<Tokens> sources;
-    if (c.is_mt()) sources = RandomSequences(rng, 8, 1, 48, c.source_vocab_size, c.special);
-    const auto targets = RandomSequences(rng, 8, 47, 47, c.target_vocab_size, c.special);
-    worst = std::max(worst, MaxAbsDiff(Logits(p.original, sources, targets),
-                                       Logits(p.converted, sources, targets)));
-  }
-  return worst;
-}
-
-// The largest difference of the per-token log-probabilities over kInputs scored targets.
-double MaxScoreDiff(const Pair& p, std::mt19937_64& rng) {
-  const ModelConfig& c = p.original.config;
-  const auto targets = RandomSequences(rng, kInputs, 1, 30, c.target_vocab_size, c.special);
-  std::vector<Tokens> sources;
-  if (c.is_mt()) sources = RandomSequences(rng, kInputs, 1, 30, c.source_vocab_size, c.special);
-  double worst = 0;
-  for (size_t begin = 0; begin < targets.size(); begin += kChunk) {
-    const auto t = Slice(targets, begin, kChunk);
-    const auto s = c.is_mt() ? Slice(sources, begin, kChunk) : std::vector<Tokens>{};
-    const auto a = ScoreTargets(*p.original.transformer, EncodeSources(p.original, s), t);
-    const auto b = ScoreTargets(*p.converted.transformer, EncodeSources(p.converted, s), t);
-    for (size_t i = 0; i < a.size(); ++i) {
-      EXPECT_EQ(a[i].size(), b[i].size());
-      for (size_t k = 0; k < a[i].size() && k < b[i].size(); ++k) {
-        worst = std::max(worst, std::abs(a[i][k] - b[i][k]));
-      }
-    }
-  }
-  return worst;
-}
-
-// An LM's greedy continuations [B, steps] of prompts of equal length.
-at::Tensor GreedyContinuations(const Model& m, const std::vector<Tokens>& prompts, int steps) {
-  DecoderState state = m.transformer->StartDecoding({}, static_cast<int64_t>(prompts.size()));
-  at::Tensor next = m.transformer->Decode(PadBatch(prompts, m.config.special.pad), state)
-                        .select(1, -1)
-                        .argmax(-1, /*keepdim=*/true);
-  std::vector<at::Tensor> out = {next};
-  for (int s = 1; s < steps; ++s) {
-    next = m.transformer->Decode(next, state).select(1, -1).argmax(-1, /*keepdim=*/true);
-    out.push_back(next);
-  }
-  return at::cat(out, 1);
-}
-
-// Counts the kInputs prompts whose greedy continuation differs.
-int64_t LmGreedyMismatches(const Pair& p, std::mt19937_64& rng) {
-  const ModelConfig& c = p.original.config;
-  const auto prompts = RandomSequences(rng, kInputs, 8, 8, c.target_vocab_size, c.special);
-  int64_t mismatches = 0;
-  for (size_t begin = 0; begin < prompts.size(); begin += kChunk) {
-    const auto chunk = Slice(prompts, begin, kChunk);
-    const at::Tensor a = GreedyContinuations(p.original, chunk, 16);
-    const at::Tensor b = GreedyContinuations(p.converted, chunk, 16);
-    mismatches += a.ne(b).any(1).sum().item<int64_t>();
-  }
-  return mismatches;
-}
-
-// Counts the kInputs sources whose greedy or beam (4 beams, 2-best) hypotheses differ in
-// tokens, and records the largest score difference of hypotheses that agree.
-struct SearchComparison {
-  int64_t greedy_mismatches = 0;
-  int64_t beam_mismatches = 0;
-  double max_score_diff = 0;
-};
-
-SearchComparison CompareMtSearch(const Pair& p, std::mt19937_64& rng) {
-  const ModelConfig& c = p.original.config;
-  const auto sources = RandomSequences(rng, kInputs, 1, 20, c.source_vocab_size, c.special);
-  SearchComparison r;
-  const auto compare = [&r](const Hypothesis& a, const Hypothesis& b) {
-    if (a.tokens != b.tokens) return false;
-    r.max_score_diff = std::max(r.max_score_diff, std::abs(a.score - b.score));
-    return true;
-  };
-  for (size_t begin = 0; begin < sources.size(); begin += kChunk) {
-    const auto chunk = Slice(sources, begin, kChunk);
-    const std::vector<int64_t> max_lengths(chunk.size(), 24);
-    const EncoderOutput ma = EncodeSources(p.original, chunk);
-    const EncoderOutput mb = EncodeSources(p.converted, chunk);
-    const auto ga = GreedySearch(*p.original.transformer, ma, max_lengths);
-    const auto gb = GreedySearch(*p.converted.transformer, mb, max_lengths);
-    const BeamOptions beam{4, 2, 1.0};
-    const auto ba = BeamSearch(*p.original.transformer, ma, max_lengths, beam);
-    const auto bb = BeamSearch(*p.converted.transformer, mb, max_lengths, beam);
-    for (size_t i = 0; i < chunk.size(); ++i) {
-      if (!compare(ga[i], gb[i])) ++r.greedy_mismatches;
-      bool same = ba[i].size() == bb[i].size();
-      for (size_t k = 0; same && k < ba[i].size(); ++k) same = compare(ba[i][k], bb[i][k]);
-      if (!same) ++r.beam_mismatches;
-    }
-  }
-  return r;
-}
-
-void PrintFigure(const std::string& model, const std::string& what, double value) {
-  std::cout << "[ figures  ] " << model << ": " << what << " = " << value << std::endl;
-}
-
-// The weights of one version directory, as the server loads them.
-Weights LoadDirWeights(const std::string& dir) { return LoadWeights(dir + "/model.safetensors"); }
 
 TEST(NormConversionTest, EnlmGivesTheSameLogitsGreedyOutputsAndScores) {
   NORMSERVE_TEST_SEED(seed);
@@ -245,6 +69,40 @@ TEST(NormConversionTest, EnlmGivesTheSameLogitsGreedyOutputsAndScores) {
   const int64_t greedy = LmGreedyMismatches(p, rng);
   PrintFigure("enlm fp32", "greedy continuations that differ, of 500", greedy);
   EXPECT_EQ(greedy, 0);
+}
+
+// What the recentring is for: RMSNorm on the original weights, or the conversion with raw
+// sinusoids or with the output tied to the recentred table, gives other logits, and the
+// comparison above sees it.
+TEST(NormConversionTest, EachRecentringStepIsNeeded) {
+  NORMSERVE_TEST_SEED(seed);
+  std::mt19937_64 rng(seed);
+  c10::InferenceMode guard;
+  const ModelConfig config = LoadModelConfig(EnlmDir() + "/config.json");
+  const Weights weights = LoadDirWeights(EnlmDir());
+  Weights converted_weights = weights;
+  const ModelConfig converted = ConvertNorm(config, converted_weights, NormKind::kRMSNorm, "enlm");
+
+  ModelConfig norm_only = converted;
+  norm_only.zero_mean_positions = false;
+  norm_only.share_decoder_input_output_embed = true;
+  ModelConfig raw_positions = converted;
+  raw_positions.zero_mean_positions = false;
+  ModelConfig tied = converted;
+  tied.share_decoder_input_output_embed = true;
+  Weights tied_weights = converted_weights;
+  tied_weights.erase("decoder.output_projection.weight");
+
+  const std::vector<std::tuple<std::string, ModelConfig, Weights>> broken = {
+      {"the norm swapped alone", norm_only, weights},
+      {"raw sinusoids", raw_positions, converted_weights},
+      {"a recentred tied output", tied, tied_weights}};
+  for (const auto& [what, broken_config, broken_weights] : broken) {
+    const Pair p{Build(config, weights), Build(broken_config, broken_weights)};
+    const double diff = MaxLogitDiff(p, rng, 1);
+    PrintFigure("enlm with " + what, "max |logit difference|", diff);
+    EXPECT_GT(diff, 10 * kFp32Tolerance) << what;
+  }
 }
 
 // fp16 weights: the original as an F16 file loads it, against the converted model of that
@@ -372,19 +230,7 @@ TEST_P(MtConversionTest, GivesTheSameLogitsSearchOutputsAndScores) {
   EXPECT_EQ(p.converted.config.share_all_embeddings, spec.share_all_embeddings);
 
   const std::string name = "mt " + spec.name;
-  const double logits = MaxLogitDiff(p, rng, 4);
-  PrintFigure(name, "max |logit difference|", logits);
-  EXPECT_LE(logits, kFp32Tolerance);
-  const double scores = MaxScoreDiff(p, rng);
-  PrintFigure(name, "max |token log-prob difference| over 500 pairs", scores);
-  EXPECT_LE(scores, kFp32Tolerance);
-  const SearchComparison search = CompareMtSearch(p, rng);
-  PrintFigure(name, "greedy outputs that differ, of 500", search.greedy_mismatches);
-  PrintFigure(name, "beam (4, 2-best) outputs that differ, of 500", search.beam_mismatches);
-  PrintFigure(name, "max |hypothesis score difference|", search.max_score_diff);
-  EXPECT_EQ(search.greedy_mismatches, 0);
-  EXPECT_EQ(search.beam_mismatches, 0);
-  EXPECT_LE(search.max_score_diff, kFp32Tolerance);
+  testing::ExpectEquivalentMt(p, rng, name);
 
   // fp16 weights: the original as an F16 file gives it, against its conversion stored as F16.
   const Weights half = RoundTo(LoadDirWeights(init.out_dir), at::kHalf);
