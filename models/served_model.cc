@@ -9,8 +9,8 @@
 
 #include "models/compute.h"
 #include "models/decoding/memory_cost.h"
-#include "models/decoding/sampling.h"
 #include "models/decoding/search.h"
+#include "models/decoding/step_engine.h"
 #include "models/errors.h"
 #include "models/io/confined_path.h"
 #include "models/io/norm_conversion.h"
@@ -121,13 +121,6 @@ void CheckTotalTokens(const std::vector<const TokenBatch*>& batches, const Reque
                             std::to_string(limits.max_tokens) +
                             " (--max-tokens-per-request); split it");
   }
-}
-
-// The output length bound of a source of `source_tokens` tokens (without </s>).
-int64_t MaxOutputTokens(const TranslationOptions& o, size_t source_tokens, int64_t max_positions) {
-  const auto bound = static_cast<int64_t>(o.max_length_a * static_cast<double>(source_tokens + 1)) +
-                     o.max_length_b;
-  return std::clamp<int64_t>(bound, 1, max_positions - 1);
 }
 
 }  // namespace
@@ -306,60 +299,36 @@ void ServedModel::CheckScoreFits(const TokenBatch& sources, const TokenBatch& ta
 }
 
 std::vector<std::vector<TranslationHypothesis>> ServedModel::TranslateTokens(
-    const TokenBatch& sources, const TranslationOptions& options, const StopSentenceFn& stop,
+    const TokenBatch& sources, const TranslationOptions& options,
     int64_t memory_budget_bytes) const {
-  const Runtime& rt = *runtime_;
-  std::vector<int64_t> lengths, max_lengths;
-  for (const auto& source : sources) {
-    lengths.push_back(static_cast<int64_t>(source.size()) + 1);
-    max_lengths.push_back(MaxOutputTokens(options, source.size(), config_.max_positions));
-  }
-  const auto groups = GroupByMemory(lengths, max_lengths, memory_budget_bytes,
-                                    [&](int64_t count, int64_t source, int64_t output) {
-                                      return TranslateMemoryBytes(config_, count, source, output,
-                                                                  options.beam_size);
-                                    });
-  std::vector<std::vector<TranslationHypothesis>> out(sources.size());
-  c10::InferenceMode guard;
-  for (const std::vector<size_t>& group : groups) {
-    TokenBatch inputs;
-    std::vector<int64_t> group_max_lengths;
-    for (size_t i : group) {
-      inputs.push_back(sources[i]);
-      inputs.back().push_back(config_.special.eos);
-      group_max_lengths.push_back(max_lengths[i]);
-    }
-    const StopSentence group_stop =
-        stop ? StopSentence([&](int64_t b) { return stop(static_cast<int64_t>(group[b])); })
-             : StopSentence();
-    const EncoderOutput memory =
-        rt.transformer->Encode(PadBatch(inputs, config_.special.pad, rt.transformer->device()));
-    std::vector<std::vector<Hypothesis>> found;
-    if (options.beam_size == 1) {
-      for (Hypothesis& h : GreedySearch(*rt.transformer, memory, group_max_lengths,
-                                        options.length_penalty, group_stop)) {
-        found.push_back({std::move(h)});
-      }
-    } else {
-      found = BeamSearch(*rt.transformer, memory, group_max_lengths,
-                         {options.beam_size, options.n_best, options.length_penalty}, group_stop);
-    }
-    for (size_t g = 0; g < group.size(); ++g) {
-      for (const Hypothesis& h : found[g]) {
-        TranslationHypothesis t;
-        const std::vector<int> ids(h.tokens.begin(), h.tokens.end());
-        t.text = rt.target_tokenizer->Decode(ids);
-        t.score = h.score;
-        t.token_count = static_cast<int64_t>(ids.size());
-        if (options.return_tokens) {
-          for (int id : ids) t.tokens.push_back(rt.target_tokenizer->Piece(id));
-        }
-        out[group[g]].push_back(std::move(t));
-      }
-    }
+  std::vector<std::vector<TranslationHypothesis>> out;
+  StepEngine engine(*this, memory_budget_bytes);
+  engine.Add(TranslationWork{sources, options, {}, [&](auto&& results) { out = results; }, {}});
+  while (engine.Step()) {
   }
   return out;
 }
+
+std::vector<TranslationHypothesis> ServedModel::ToTranslations(const std::vector<Hypothesis>& found,
+                                                               bool return_tokens) const {
+  const Tokenizer& tokenizer = *runtime_->target_tokenizer;
+  std::vector<TranslationHypothesis> out;
+  for (const Hypothesis& h : found) {
+    TranslationHypothesis t;
+    const std::vector<int> ids(h.tokens.begin(), h.tokens.end());
+    t.text = tokenizer.Decode(ids);
+    t.score = h.score;
+    t.token_count = static_cast<int64_t>(ids.size());
+    if (return_tokens) {
+      for (int id : ids) t.tokens.push_back(tokenizer.Piece(id));
+    }
+    out.push_back(std::move(t));
+  }
+  return out;
+}
+
+const Transformer& ServedModel::transformer() const { return *runtime_->transformer; }
+const Tokenizer& ServedModel::target_tokenizer() const { return *runtime_->target_tokenizer; }
 
 std::vector<TextScore> ServedModel::ScoreTokens(const TokenBatch& sources,
                                                 const TokenBatch& targets,
@@ -467,60 +436,17 @@ std::vector<int64_t> ServedModel::PrepareGenerate(const std::string& prompt,
 GenerationResult ServedModel::Generate(
     const std::vector<int64_t>& prompt, const GenerationOptions& o,
     const std::function<bool(const std::string& delta)>& on_text) const {
-  const Runtime& rt = *runtime_;
-  // The last bytes are held back while they could still turn into a stop string, so that a
-  // client never receives part of one.
-  size_t holdback = 0;
-  for (const std::string& s : o.stop) holdback = std::max(holdback, s.size() - 1);
-  GenerationResult result;
-  std::vector<int> generated;
-  std::string text;  // the continuation so far, cut at a stop string
-  size_t sent = 0;   // bytes of text passed to on_text
-  bool stopped_by_string = false, cancelled = false;
-  const auto send_up_to = [&](size_t end) {
-    // Whole characters only: a message must never end inside a UTF-8 sequence (a string
-    // field with broken UTF-8 fails the client's parser).
-    end = Utf8CutBefore(text, end);
-    if (end > sent && !cancelled) {
-      if (!on_text(text.substr(sent, end - sent))) cancelled = true;
-      sent = end;
-    }
-  };
-  const auto on_token = [&](int64_t token) {
-    generated.push_back(static_cast<int>(token));
-    ++result.tokens;
-    std::string decoded = rt.target_tokenizer->Decode(generated);
-    // SentencePiece drops the word-boundary space of the first piece; a continuation keeps
-    // it, so that prompt + text reads right.
-    if (rt.target_tokenizer->Piece(generated.front()).rfind("\xe2\x96\x81", 0) == 0) {
-      decoded.insert(0, " ");
-    }
-    // Detokenizing more pieces only appends, except that a piece can change how the text
-    // before it reads; text already sent stays as sent.
-    if (decoded.compare(0, sent, text, 0, sent) != 0)
-      decoded = text.substr(0, sent) + decoded.substr(std::min(sent, decoded.size()));
-    text = std::move(decoded);
-    size_t cut = std::string::npos;
-    for (const std::string& s : o.stop) cut = std::min(cut, text.find(s));
-    if (cut != std::string::npos) {
-      text.resize(std::max(cut, sent));
-      stopped_by_string = true;
-      return false;
-    }
-    send_up_to(text.size() > holdback ? text.size() - holdback : 0);
-    return !cancelled;
-  };
-  c10::InferenceMode guard;
-  const SamplingStop why =
-      SampleContinuation(*rt.transformer, prompt,
-                         {o.temperature, o.top_k, o.top_p, o.seed, o.max_new_tokens}, on_token);
-  send_up_to(text.size());
-  result.text = text.substr(0, sent);
-  result.finish_reason = stopped_by_string                     ? "stop"
-                         : cancelled                           ? "cancelled"
-                         : why == SamplingStop::kEndOfSequence ? "eos"
-                                                               : "length";
-  return result;
+  GenerationResult out;
+  StepEngine engine(*this, RequestLimits::kUnlimited);
+  GenerationWork work;
+  work.prompt = prompt;
+  work.options = o;
+  work.on_text = on_text;
+  work.done = [&](GenerationResult&& result) { out = std::move(result); };
+  engine.Add(std::move(work));
+  while (engine.Step()) {
+  }
+  return out;
 }
 
 }  // namespace normserve

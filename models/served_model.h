@@ -16,6 +16,10 @@
 
 namespace normserve {
 
+class Tokenizer;
+class Transformer;
+struct Hypothesis;
+
 struct TranslationHypothesis {
   std::string text;
   double score = 0;                 // length-normalized log-probability
@@ -99,12 +103,14 @@ class ServedModel {
       const std::vector<std::pair<std::string, std::string>>& pairs,
       const RequestLimits& limits = {}) const;
 
-  // The model work. Sentences run longest first, in as many model calls as the memory
-  // budget needs (decoding/memory_cost.h); results come back in input order.
+  // The model work of one request on its own, on a step engine of its own
+  // (decoding/step_engine.h; the server shares one engine among requests): sentences join as
+  // the memory budget allows; results come back in input order.
   std::vector<std::vector<TranslationHypothesis>> TranslateTokens(
-      const TokenBatch& sources, const TranslationOptions& options, const StopSentenceFn& stop = {},
+      const TokenBatch& sources, const TranslationOptions& options,
       int64_t memory_budget_bytes = RequestLimits::kUnlimited) const;
-  // LM texts (sources empty) or MT pairs. A sentence that `stop` stops before its model call
+  // LM texts (sources empty) or MT pairs, longest first, in as many model calls as the memory
+  // budget needs (decoding/memory_cost.h). A sentence that `stop` stops before its model call
   // gets an empty score.
   std::vector<TextScore> ScoreTokens(const TokenBatch& sources, const TokenBatch& targets,
                                      const StopSentenceFn& stop = {},
@@ -120,8 +126,9 @@ class ServedModel {
   // Checks a Generate request and returns its prompt's tokens.
   std::vector<int64_t> PrepareGenerate(const std::string& prompt, const GenerationOptions& options,
                                        const RequestLimits& limits = {}) const;
-  // Continues the prompt; on_text receives each new piece of text as it is decided (always
-  // whole UTF-8 characters) and returns false to stop (the client went away).
+  // Continues the prompt on a step engine of its own; on_text receives each new piece of text
+  // as it is decided (always whole UTF-8 characters) and returns false to stop (the client
+  // went away).
   GenerationResult Generate(const std::vector<int64_t>& prompt, const GenerationOptions& options,
                             const std::function<bool(const std::string& delta)>& on_text) const;
 
@@ -131,6 +138,13 @@ class ServedModel {
   const ModelConfig& config() const { return config_; }
   const std::string& norm_label() const { return norm_label_; }
   int64_t parameter_count() const;
+
+  // For the step engine (decoding/step_engine.h).
+  const Transformer& transformer() const;
+  const Tokenizer& target_tokenizer() const;
+  // Hypotheses as texts (and pieces, with return_tokens).
+  std::vector<TranslationHypothesis> ToTranslations(const std::vector<Hypothesis>& found,
+                                                    bool return_tokens) const;
 
  private:
   struct Runtime;

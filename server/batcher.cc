@@ -11,7 +11,7 @@ constexpr auto kCancelPoll = std::chrono::milliseconds(10);
 
 }  // namespace
 
-Batcher::Batcher(std::string name, BatcherConfig config, BatchRunner runner,
+Batcher::Batcher(std::string name, BatcherConfig config, std::unique_ptr<BatchRunner> runner,
                  BatcherObserver observer)
     : name_(std::move(name)),
       config_(config),
@@ -112,10 +112,18 @@ void Batcher::Answer(std::vector<Rejected>& rejected, Clock::time_point now) {
   rejected.clear();
 }
 
+RunnerLoad Batcher::RoomLocked() const {
+  return {config_.max_batch_size - running_.requests, config_.max_batch_tokens - running_.tokens};
+}
+
 std::vector<std::shared_ptr<QueuedRequest>> Batcher::TakeBatchLocked() {
   auto head_queue =
       std::find_if(queues_.begin(), queues_.end(), [](auto& q) { return !q.empty(); });
   std::shared_ptr<QueuedRequest> head = head_queue->front();
+  // A request larger than the budget runs, but only when the runner has nothing else.
+  const RunnerLoad room = RoomLocked();
+  const bool alone = running_.requests == 0;
+  if (!alone && (room.requests < 1 || head->tokens() > room.tokens)) return {};
   head_queue->pop_front();
 
   // Compatible requests, best first: higher priority, then closest in length to the head (less
@@ -140,8 +148,9 @@ std::vector<std::shared_ptr<QueuedRequest>> Batcher::TakeBatchLocked() {
   std::vector<std::shared_ptr<QueuedRequest>> batch = {head};
   int64_t tokens = head_tokens;
   for (const Candidate& c : candidates) {
-    if (static_cast<int64_t>(batch.size()) >= config_.max_batch_size) break;
-    if (tokens + c.request->tokens() > config_.max_batch_tokens) continue;
+    if (static_cast<int64_t>(batch.size()) >= (alone ? config_.max_batch_size : room.requests))
+      break;
+    if (tokens + c.request->tokens() > (alone ? config_.max_batch_tokens : room.tokens)) continue;
     tokens += c.request->tokens();
     batch.push_back(c.request);
     auto& queue = queues_[c.queue];
@@ -181,8 +190,12 @@ void Batcher::Schedule() {
       continue;
     }
     const auto poll = std::min(earliest_deadline, now + kCancelPoll);
-    if (executing_) {
-      // The queue grows while the executor works; a larger batch forms when it is free.
+    const RunnerLoad room = RoomLocked();
+    if (running_batch_ || !next_batch_.empty() ||
+        (running_.requests > 0 && (room.requests <= 0 || room.tokens <= 0))) {
+      // The executor runs a batch or has one to take, or the runner is full: the queue grows
+      // meanwhile (its requests can still expire), and a larger batch forms when there is
+      // room. A batch formed during a step waits at most that step.
       wake_.wait_until(lock, stopping_ ? std::min(poll, stop_deadline_) : poll);
       continue;
     }
@@ -197,14 +210,18 @@ void Batcher::Schedule() {
         tokens += r->tokens();
       }
     }
-    const bool full = compatible >= config_.max_batch_size || tokens >= config_.max_batch_tokens;
+    const bool full = compatible >= std::max<int64_t>(1, room.requests) ||
+                      tokens >= std::max<int64_t>(1, room.tokens);
     const auto due = head->enqueued_at + config_.max_queue_delay;
     if (!full && !stopping_ && now < due) {
       wake_.wait_until(lock, std::min(due, poll));
       continue;
     }
     next_batch_ = TakeBatchLocked();
-    executing_ = true;
+    if (next_batch_.empty()) {
+      wake_.wait_until(lock, stopping_ ? std::min(poll, stop_deadline_) : poll);
+      continue;
+    }
     const int64_t depth = DepthLocked();
     // Copies for the observers, which run without the lock.
     std::vector<double> waited;
@@ -232,17 +249,31 @@ void Batcher::Schedule() {
 }
 
 void Batcher::Execute() {
-  std::unique_lock<std::mutex> lock(mutex_);
+  bool busy = false;  // the runner has work in its step loop
   for (;;) {
-    batch_ready_.wait(lock, [this] { return !next_batch_.empty() || scheduler_done_; });
-    if (next_batch_.empty()) return;
-    std::vector<std::shared_ptr<QueuedRequest>> batch = std::move(next_batch_);
-    next_batch_.clear();
-    lock.unlock();
-    runner_(batch);
-    batch.clear();
-    lock.lock();
-    executing_ = false;
+    std::vector<std::shared_ptr<QueuedRequest>> batch;
+    {
+      std::unique_lock<std::mutex> lock(mutex_);
+      batch_ready_.wait(lock, [&] { return busy || !next_batch_.empty() || scheduler_done_; });
+      if (!busy && next_batch_.empty()) return;  // the scheduler is done and so is the runner
+      batch = std::move(next_batch_);
+      next_batch_.clear();
+      running_batch_ = !batch.empty();
+    }
+    if (!batch.empty()) {
+      runner_->Run(batch);
+      batch.clear();
+      const RunnerLoad load = runner_->load();
+      std::lock_guard<std::mutex> lock(mutex_);
+      running_batch_ = false;
+      running_ = load;  // before the scheduler forms the next batch against it
+    }
+    busy = runner_->Step();
+    const RunnerLoad load = runner_->load();
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      running_ = load;
+    }
     wake_.notify_all();
   }
 }

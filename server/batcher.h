@@ -1,11 +1,14 @@
 // The dynamic batcher of one served model: a bounded, prioritized queue, a scheduler thread
 // that forms batches of compatible requests of similar length, and an executor thread that
-// runs them one at a time. The scheduler keeps expiring queued requests while a batch runs.
+// hands them to a BatchRunner and, between batches, runs the runner's steps: work that joined
+// a step loop (the decoding engine) advances one step at a time, and new batches join it
+// between steps. The scheduler keeps expiring queued requests meanwhile.
 //
-// A batch is run when it is full (max_batch_size requests or max_batch_tokens tokens) or when
-// its oldest request has waited max_queue_delay. Requests whose deadline passes or whose
-// client cancels while they wait leave the queue with that outcome. No gRPC here: requests
-// report their fate through virtual calls, so the batcher is tested on its own.
+// A batch is handed over when it is full (max_batch_size requests or max_batch_tokens
+// tokens, counting what the runner is still working on) or when its oldest request has
+// waited max_queue_delay. Requests whose deadline passes or whose client cancels while they
+// wait leave the queue with that outcome. No gRPC here: requests report their fate through
+// virtual calls, so the batcher is tested on its own.
 #pragma once
 
 #include <chrono>
@@ -22,14 +25,27 @@
 namespace normserve {
 
 struct BatcherConfig {
-  int64_t max_batch_size = 16;      // requests per batch
+  int64_t max_batch_size = 64;      // requests per batch, or running in the step loop
   int64_t max_batch_tokens = 4096;  // tokens per batch (a single larger request still runs)
   std::chrono::microseconds max_queue_delay{2000};
   int64_t max_queue_size = 256;  // queued requests, all priorities together
   int priority_levels = 2;       // priority 0 is served first
-  // Memory of one model call (models/decoding/memory_cost.h): a batch that needs more runs
-  // as several calls, and a request with a text that alone needs more is refused at arrival.
+  // Memory of the model work (models/decoding/memory_cost.h): a Score batch that needs more
+  // runs as several calls, decoding sequences join while their estimate fits, and a request
+  // with a text that alone needs more is refused at arrival.
   int64_t memory_budget_bytes = int64_t{1} << 30;
+};
+
+// Requests share a batch only when their keys are equal: one loaded model version (its
+// identity, so that a version reloaded from changed files is another) and one kind of call.
+// Options are per request: the decoding engine runs each with its own.
+struct BatchKey {
+  const void* model = nullptr;
+  int kind = 0;
+  bool operator==(const BatchKey& other) const {
+    return model == other.model && kind == other.kind;
+  }
+  bool operator!=(const BatchKey& other) const { return !(*this == other); }
 };
 
 using Clock = std::chrono::steady_clock;
@@ -39,8 +55,7 @@ class QueuedRequest {
   enum class Rejection { kDeadlineExceeded, kCancelled, kShuttingDown };
 
   virtual ~QueuedRequest() = default;
-  // Only requests with equal keys share a batch (same model version, RPC and options).
-  virtual const std::string& batch_key() const = 0;
+  virtual BatchKey batch_key() const = 0;
   virtual int64_t tokens() const = 0;
   virtual int priority() const = 0;
   virtual Clock::time_point deadline() const = 0;  // Clock::time_point::max() for none
@@ -51,8 +66,23 @@ class QueuedRequest {
   Clock::time_point enqueued_at;
 };
 
-// Runs one batch; every request in it must be answered by the runner.
-using BatchRunner = std::function<void(std::vector<std::shared_ptr<QueuedRequest>>& batch)>;
+// The work a runner has taken and not answered yet.
+struct RunnerLoad {
+  int64_t requests = 0;
+  int64_t tokens = 0;
+};
+
+// What the executor thread drives. Every request handed to Run must be answered by the
+// runner, at once or in later steps.
+class BatchRunner {
+ public:
+  virtual ~BatchRunner() = default;
+  // Runs a batch, or admits it to the step loop.
+  virtual void Run(std::vector<std::shared_ptr<QueuedRequest>>& batch) = 0;
+  // One step of the admitted work; false when there is none.
+  virtual bool Step() = 0;
+  virtual RunnerLoad load() const = 0;
+};
 
 // What the batcher reports to the metrics.
 struct BatcherObserver {
@@ -63,7 +93,7 @@ struct BatcherObserver {
 
 class Batcher {
  public:
-  Batcher(std::string name, BatcherConfig config, BatchRunner runner,
+  Batcher(std::string name, BatcherConfig config, std::unique_ptr<BatchRunner> runner,
           BatcherObserver observer = {});
   // Stops with no grace: queued requests are rejected as shutting down.
   ~Batcher();
@@ -74,7 +104,8 @@ class Batcher {
   EnqueueResult Enqueue(std::shared_ptr<QueuedRequest> request, std::string* why);
 
   // Stops accepting; runs what is queued until `grace` has passed, rejects the rest, and
-  // returns once the batch in progress has finished.
+  // returns once the runner has finished what it took (its requests stop themselves when
+  // the grace has passed).
   void Stop(std::chrono::milliseconds grace);
 
   int64_t queue_depth() const;
@@ -95,26 +126,31 @@ class Batcher {
   Clock::time_point ExpireLocked(Clock::time_point now, std::vector<Rejected>* rejected);
   // Answers them and reports their time in the queue; called without the lock.
   void Answer(std::vector<Rejected>& rejected, Clock::time_point now);
+  // The next batch within what the runner leaves of the batch budget; empty when nothing
+  // fits.
   std::vector<std::shared_ptr<QueuedRequest>> TakeBatchLocked();
+  // Requests and tokens a new batch may still bring.
+  RunnerLoad RoomLocked() const;
   int64_t DepthLocked() const;
   void Report(int64_t depth);
 
   const std::string name_;
   const BatcherConfig config_;
-  const BatchRunner runner_;
+  const std::unique_ptr<BatchRunner> runner_;
   const BatcherObserver observer_;
 
   // Guards the queues and every field below up to the threads: accepting_, stopping_,
-  // stop_deadline_, executing_, next_batch_, scheduler_done_. Never held while a request is
-  // answered, a batch runs or an observer is called.
+  // stop_deadline_, next_batch_, running_batch_, running_, scheduler_done_. Never held while a
+  // request is answered, a batch or step runs or an observer is called.
   mutable std::mutex mutex_;
   std::condition_variable wake_;
   std::vector<std::deque<std::shared_ptr<QueuedRequest>>> queues_;  // one per priority
   bool accepting_ = true;
   bool stopping_ = false;
   Clock::time_point stop_deadline_ = Clock::time_point::max();
-  bool executing_ = false;  // the executor holds a batch
-  std::vector<std::shared_ptr<QueuedRequest>> next_batch_;
+  std::vector<std::shared_ptr<QueuedRequest>> next_batch_;  // formed, not yet taken
+  bool running_batch_ = false;                              // the executor is in BatchRunner::Run
+  RunnerLoad running_;                                      // the runner's load after its last step
   std::condition_variable batch_ready_;
   bool scheduler_done_ = false;
   std::thread scheduler_;

@@ -1,7 +1,9 @@
 #include "server/calls.h"
 
+#include <algorithm>
 #include <cstdio>
 
+#include "models/decoding/step_engine.h"
 #include "models/errors.h"
 #include "proto/status_names.h"
 #include "server/metrics.h"
@@ -39,8 +41,7 @@ Clock::time_point SteadyDeadline(const grpc::CallbackServerContext* context) {
 
 InferenceCall::InferenceCall(Kind kind, grpc::CallbackServerContext* context,
                              std::shared_ptr<const ServedModel> model, int priority, int64_t tokens,
-                             std::string batch_key, const CallEnvironment& env, const char* rpc,
-                             Clock::time_point arrived)
+                             const CallEnvironment& env, const char* rpc, Clock::time_point arrived)
     : context_(context),
       model_(std::move(model)),
       record_(env.metrics, rpc, arrived),
@@ -48,7 +49,6 @@ InferenceCall::InferenceCall(Kind kind, grpc::CallbackServerContext* context,
       shutdown_(env.shutdown),
       priority_(priority),
       tokens_(tokens),
-      batch_key_(std::move(batch_key)),
       deadline_(SteadyDeadline(context)) {}
 
 void InferenceCall::Finish(const grpc::Status& status) {
@@ -87,26 +87,6 @@ int64_t CountTokens(const TokenBatch& batch) {
   return n;
 }
 
-std::string ModelKey(const ServedModel& model) {
-  return model.name() + "@" + std::to_string(model.version()) + "#" +
-         std::to_string(reinterpret_cast<uintptr_t>(&model));
-}
-
-// Exact: "%a" writes every bit of a double, so options that differ anywhere never share a
-// batch (std::to_string keeps 6 decimals).
-std::string ExactNumber(double value) {
-  char out[40];
-  std::snprintf(out, sizeof(out), "%a", value);
-  return out;
-}
-
-std::string TranslateKey(const ServedModel& model, const TranslationOptions& o) {
-  return "translate|" + ModelKey(model) + "|" + std::to_string(o.beam_size) + "," +
-         std::to_string(o.n_best) + "," + ExactNumber(o.length_penalty) + "," +
-         ExactNumber(o.max_length_a) + "," + std::to_string(o.max_length_b) + "," +
-         (o.return_tokens ? "t" : "f");
-}
-
 void FillScore(const TextScore& s, v1::ScoredText* out) {
   for (const TokenScore& t : s.tokens) {
     auto* token = out->add_tokens();
@@ -125,8 +105,8 @@ TranslateCall::TranslateCall(grpc::CallbackServerContext* context,
                              TokenBatch sources_in, TranslationOptions options_in,
                              v1::TranslateResponse* response_in, const CallEnvironment& env,
                              Clock::time_point arrived)
-    : InferenceCall(Kind::kTranslate, context, model, priority, CountTokens(sources_in),
-                    TranslateKey(*model, options_in), env, "Translate", arrived),
+    : InferenceCall(Kind::kTranslate, context, model, priority, CountTokens(sources_in), env,
+                    "Translate", arrived),
       sources(std::move(sources_in)),
       options(options_in),
       response(response_in),
@@ -139,8 +119,7 @@ ScoreCall::ScoreCall(grpc::CallbackServerContext* context, grpc::ServerUnaryReac
                      TokenBatch targets_in, v1::ScoreResponse* response_in,
                      const CallEnvironment& env, Clock::time_point arrived)
     : InferenceCall(Kind::kScore, context, model, priority,
-                    CountTokens(sources_in) + CountTokens(targets_in), "score|" + ModelKey(*model),
-                    env, "Score", arrived),
+                    CountTokens(sources_in) + CountTokens(targets_in), env, "Score", arrived),
       sources(std::move(sources_in)),
       targets(std::move(targets_in)),
       response(response_in),
@@ -154,10 +133,8 @@ GenerateCall::GenerateCall(grpc::CallbackServerContext* context,
                            std::vector<int64_t> prompt_in, GenerationOptions options_in,
                            const CallEnvironment& env, Clock::time_point arrived)
     : InferenceCall(Kind::kGenerate, context, model, priority,
-                    static_cast<int64_t>(prompt_in.size()) + 1,
-                    // Each stream decodes alone: a key no other call shares.
-                    "generate|" + std::to_string(reinterpret_cast<uintptr_t>(stream.get())), env,
-                    "Generate", arrived),
+                    static_cast<int64_t>(prompt_in.size()) + 1, env, "Generate", arrived),
+      arrived_(arrived),
       prompt(std::move(prompt_in)),
       options(std::move(options_in)),
       stream_(std::move(stream)) {}
@@ -167,6 +144,19 @@ bool GenerateCall::cancelled() const { return stream_->gone() || context_->IsCan
 void GenerateCall::Respond(const grpc::Status& status) { stream_->Complete(status); }
 
 bool GenerateCall::Send(v1::GenerateResponse message) { return stream_->Push(std::move(message)); }
+
+void GenerateCall::RecordToken(Metrics* metrics) {
+  const auto now = Clock::now();
+  const bool first = last_token_at_ == Clock::time_point{};
+  const double seconds =
+      std::chrono::duration<double>(now - (first ? arrived_ : last_token_at_)).count();
+  if (first) {
+    metrics->RecordTimeToFirstToken(model_->name(), model_->norm_label(), seconds);
+  } else {
+    metrics->RecordInterTokenLatency(model_->name(), model_->norm_label(), seconds);
+  }
+  last_token_at_ = now;
+}
 
 std::shared_ptr<GenerateStream> GenerateStream::Create() {
   std::shared_ptr<GenerateStream> stream(new GenerateStream());
@@ -234,47 +224,6 @@ std::vector<Call*> Downcast(std::vector<std::shared_ptr<QueuedRequest>>& batch) 
   return calls;
 }
 
-void RunTranslate(const std::vector<TranslateCall*>& calls, Metrics* metrics,
-                  int64_t memory_budget_bytes) {
-  const ServedModel& model = calls.front()->model();
-  TokenBatch sources;
-  std::vector<size_t> owner;  // sentence -> call
-  for (size_t c = 0; c < calls.size(); ++c) {
-    for (const auto& s : calls[c]->sources) {
-      sources.push_back(s);
-      owner.push_back(c);
-    }
-  }
-  std::vector<char> stopped(calls.size(), 0);  // the call's work ended early
-  const auto results = model.TranslateTokens(
-      sources, calls.front()->options,
-      [&](int64_t sentence) {
-        const size_t c = owner[static_cast<size_t>(sentence)];
-        if (calls[c]->ShouldStop()) stopped[c] = 1;
-        return stopped[c] != 0;
-      },
-      memory_budget_bytes);
-  int64_t generated = 0;
-  for (size_t i = 0; i < results.size(); ++i) {
-    auto* translation = calls[owner[i]]->response->add_translations();
-    for (const auto& h : results[i]) {
-      auto* out = translation->add_hypotheses();
-      out->set_text(h.text);
-      out->set_score(static_cast<float>(h.score));
-      for (const auto& t : h.tokens) out->add_tokens(t);
-    }
-    if (!results[i].empty()) generated += results[i].front().token_count;
-  }
-  metrics->AddTokens(model.name(), "generated", generated);
-  for (size_t c = 0; c < calls.size(); ++c) {
-    TranslateCall* call = calls[c];
-    call->response->set_model(model.name());
-    call->response->set_version(model.version());
-    call->response->set_norm(model.norm_label());
-    call->Finish(stopped[c] ? call->StoppedStatus() : grpc::Status::OK);
-  }
-}
-
 void RunScore(const std::vector<ScoreCall*>& calls, int64_t memory_budget_bytes) {
   const ServedModel& model = calls.front()->model();
   TokenBatch sources, targets;
@@ -305,60 +254,166 @@ void RunScore(const std::vector<ScoreCall*>& calls, int64_t memory_budget_bytes)
   }
 }
 
-void RunGenerate(GenerateCall* call, Metrics* metrics) {
-  const ServedModel& model = call->model();
-  const GenerationResult result =
-      model.Generate(call->prompt, call->options, [call](const std::string& delta) {
-        v1::GenerateResponse piece;
-        piece.set_text(delta);
-        return call->Send(std::move(piece)) && !call->ShouldStop();
-      });
-  metrics->AddTokens(model.name(), "generated", result.tokens);
-  if (result.finish_reason == "cancelled") {
-    call->Finish(call->StoppedStatus());
-    return;
-  }
-  v1::GenerateResponse last;
-  last.set_finish_reason(result.finish_reason);
-  last.set_tokens(result.tokens);
-  last.set_model(model.name());
-  last.set_version(model.version());
-  last.set_norm(model.norm_label());
-  call->Send(std::move(last));
-  call->Finish(grpc::Status::OK);
-}
-
 }  // namespace
 
-void RunBatch(std::vector<std::shared_ptr<QueuedRequest>>& batch, Metrics* metrics,
-              int64_t memory_budget_bytes) {
+struct ModelRunner::Engine {
+  Engine(std::shared_ptr<const ServedModel> m, int64_t budget)
+      : model(std::move(m)), engine(std::make_unique<StepEngine>(*model, budget)) {}
+  std::shared_ptr<const ServedModel> model;  // kept alive while its engine runs
+  std::unique_ptr<StepEngine> engine;
+  // Admitted and not answered: what a failed step must answer.
+  std::vector<std::shared_ptr<InferenceCall>> calls;
+};
+
+ModelRunner::ModelRunner(Metrics* metrics, int64_t memory_budget_bytes)
+    : metrics_(metrics), memory_budget_bytes_(memory_budget_bytes) {}
+
+ModelRunner::~ModelRunner() = default;
+
+ModelRunner::Engine& ModelRunner::EngineFor(const std::shared_ptr<const ServedModel>& model) {
+  auto& engine = engines_[model.get()];
+  if (!engine) engine = std::make_unique<Engine>(model, memory_budget_bytes_);
+  return *engine;
+}
+
+void ModelRunner::Run(std::vector<std::shared_ptr<QueuedRequest>>& batch) {
   auto* first = static_cast<InferenceCall*>(batch.front().get());
   const ServedModel& model = first->model();
   int64_t source_tokens = 0;
   for (const auto& r : batch) source_tokens += r->tokens();
-  metrics->AddTokens(model.name(), "source", source_tokens);
-  const auto start = Clock::now();
-  try {
-    switch (first->kind()) {
-      case InferenceCall::Kind::kTranslate:
-        RunTranslate(Downcast<TranslateCall>(batch), metrics, memory_budget_bytes);
-        break;
-      case InferenceCall::Kind::kScore:
-        RunScore(Downcast<ScoreCall>(batch), memory_budget_bytes);
-        break;
-      case InferenceCall::Kind::kGenerate:
-        RunGenerate(static_cast<GenerateCall*>(first), metrics);
-        break;
+  metrics_->AddTokens(model.name(), "source", source_tokens);
+  switch (first->kind()) {
+    case InferenceCall::Kind::kScore: {
+      const auto start = Clock::now();
+      try {
+        RunScore(Downcast<ScoreCall>(batch), memory_budget_bytes_);
+      } catch (const std::exception& e) {
+        // The inputs were checked at arrival, so this is the server's fault, not the client's.
+        for (auto& r : batch) {
+          static_cast<InferenceCall*>(r.get())->Finish(
+              grpc::Status(grpc::StatusCode::INTERNAL, std::string("internal error: ") + e.what()));
+        }
+      }
+      metrics_->RecordCompute(model.name(), model.norm_label(),
+                              std::chrono::duration<double>(Clock::now() - start).count());
+      return;
     }
-  } catch (const std::exception& e) {
-    // The inputs were checked at arrival, so this is the server's fault, not the client's.
-    for (auto& r : batch) {
-      static_cast<InferenceCall*>(r.get())->Finish(
-          grpc::Status(grpc::StatusCode::INTERNAL, std::string("internal error: ") + e.what()));
-    }
+    case InferenceCall::Kind::kTranslate:
+      for (auto& r : batch) Admit(std::static_pointer_cast<TranslateCall>(r));
+      return;
+    case InferenceCall::Kind::kGenerate:
+      for (auto& r : batch) Admit(std::static_pointer_cast<GenerateCall>(r));
+      return;
   }
-  metrics->RecordCompute(model.name(), model.norm_label(),
-                         std::chrono::duration<double>(Clock::now() - start).count());
+}
+
+void ModelRunner::Admit(const std::shared_ptr<TranslateCall>& call) {
+  Engine& engine = EngineFor(call->shared_model());
+  engine.calls.push_back(call);
+  load_.requests += 1;
+  load_.tokens += call->tokens();
+  Metrics* metrics = metrics_;
+  TranslationWork work;
+  work.sources = call->sources;
+  work.options = call->options;
+  work.stop = [call] { return call->ShouldStop(); };
+  work.stopped = [call] { call->Finish(call->StoppedStatus()); };
+  work.done = [call, metrics](std::vector<std::vector<TranslationHypothesis>>&& results) {
+    const ServedModel& model = call->model();
+    int64_t generated = 0;
+    for (const auto& hypotheses : results) {
+      auto* translation = call->response->add_translations();
+      for (const auto& h : hypotheses) {
+        auto* out = translation->add_hypotheses();
+        out->set_text(h.text);
+        out->set_score(static_cast<float>(h.score));
+        for (const auto& t : h.tokens) out->add_tokens(t);
+      }
+      if (!hypotheses.empty()) generated += hypotheses.front().token_count;
+    }
+    metrics->AddTokens(model.name(), "generated", generated);
+    call->response->set_model(model.name());
+    call->response->set_version(model.version());
+    call->response->set_norm(model.norm_label());
+    call->Finish(grpc::Status::OK);
+  };
+  engine.engine->Add(std::move(work));
+}
+
+void ModelRunner::Admit(const std::shared_ptr<GenerateCall>& call) {
+  Engine& engine = EngineFor(call->shared_model());
+  engine.calls.push_back(call);
+  load_.requests += 1;
+  load_.tokens += call->tokens();
+  Metrics* metrics = metrics_;
+  GenerationWork work;
+  work.prompt = call->prompt;
+  work.options = call->options;
+  work.stop = [call] { return call->ShouldStop(); };
+  work.stopped = [call] { call->Finish(call->StoppedStatus()); };
+  work.on_text = [call](const std::string& delta) {
+    v1::GenerateResponse piece;
+    piece.set_text(delta);
+    return call->Send(std::move(piece));
+  };
+  work.on_token = [call, metrics] { call->RecordToken(metrics); };
+  work.done = [call, metrics](GenerationResult&& result) {
+    const ServedModel& model = call->model();
+    metrics->AddTokens(model.name(), "generated", result.tokens);
+    if (result.finish_reason == "cancelled") {
+      call->Finish(call->StoppedStatus());
+      return;
+    }
+    v1::GenerateResponse last;
+    last.set_finish_reason(result.finish_reason);
+    last.set_tokens(result.tokens);
+    last.set_model(model.name());
+    last.set_version(model.version());
+    last.set_norm(model.norm_label());
+    call->Send(std::move(last));
+    call->Finish(grpc::Status::OK);
+  };
+  engine.engine->Add(std::move(work));
+}
+
+bool ModelRunner::Step() {
+  RunnerLoad load;
+  for (auto it = engines_.begin(); it != engines_.end();) {
+    Engine& engine = *it->second;
+    const ServedModel& model = *engine.model;
+    const auto start = Clock::now();
+    try {
+      if (engine.engine->Step()) {
+        metrics_->RecordCompute(model.name(), model.norm_label(),
+                                std::chrono::duration<double>(Clock::now() - start).count());
+      }
+    } catch (const std::exception& e) {
+      // The inputs were checked at arrival, so this is the server's fault, not the client's;
+      // the engine's state is not to be trusted after it, so it goes with its calls.
+      for (auto& call : engine.calls) {
+        call->Finish(
+            grpc::Status(grpc::StatusCode::INTERNAL, std::string("internal error: ") + e.what()));
+      }
+      engine.calls.clear();
+      engine.engine = std::make_unique<StepEngine>(model, memory_budget_bytes_);
+    }
+    auto& calls = engine.calls;
+    calls.erase(
+        std::remove_if(calls.begin(), calls.end(), [](const auto& c) { return c->finished(); }),
+        calls.end());
+    const EngineLoad engine_load = engine.engine->load();
+    metrics_->SetSequences(model.name(), engine_load.running_sequences,
+                           engine_load.waiting_requests);
+    if (calls.empty() && engine.engine->idle()) {
+      it = engines_.erase(it);
+      continue;
+    }
+    load.requests += static_cast<int64_t>(calls.size());
+    for (const auto& call : calls) load.tokens += call->tokens();
+    ++it;
+  }
+  load_ = load;
+  return !engines_.empty();
 }
 
 }  // namespace normserve

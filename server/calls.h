@@ -1,12 +1,13 @@
 // The inference calls as the batcher sees them: each one knows its model version, its cost
-// in tokens and how to answer its client. RunBatch runs a batch of equal calls as one model
-// invocation and answers each caller with its own part.
+// in tokens and how to answer its client. ModelRunner runs them: Score batches as one model
+// invocation, Translate and Generate calls on the step engine of their model version.
 #pragma once
 
 #include <grpcpp/grpcpp.h>
 
 #include <atomic>
 #include <deque>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -61,10 +62,9 @@ class InferenceCall : public QueuedRequest {
 
   InferenceCall(Kind kind, grpc::CallbackServerContext* context,
                 std::shared_ptr<const ServedModel> model, int priority, int64_t tokens,
-                std::string batch_key, const CallEnvironment& env, const char* rpc,
-                Clock::time_point arrived);
+                const CallEnvironment& env, const char* rpc, Clock::time_point arrived);
 
-  const std::string& batch_key() const override { return batch_key_; }
+  BatchKey batch_key() const override { return {model_.get(), static_cast<int>(kind_)}; }
   int64_t tokens() const override { return tokens_; }
   int priority() const override { return priority_; }
   Clock::time_point deadline() const override { return deadline_; }
@@ -73,6 +73,8 @@ class InferenceCall : public QueuedRequest {
 
   Kind kind() const { return kind_; }
   const ServedModel& model() const { return *model_; }
+  const std::shared_ptr<const ServedModel>& shared_model() const { return model_; }
+  bool finished() const { return finished_; }
   // True once running model work for this call should end: the client is gone or the
   // shutdown grace period is over.
   bool ShouldStop() const { return cancelled() || shutdown_->Passed(); }
@@ -93,7 +95,6 @@ class InferenceCall : public QueuedRequest {
   const ShutdownDeadline* const shutdown_;
   const int priority_;
   const int64_t tokens_;
-  const std::string batch_key_;
   const Clock::time_point deadline_;
   std::atomic<bool> finished_{false};
 };
@@ -141,6 +142,8 @@ class GenerateCall : public InferenceCall {
   bool cancelled() const override;
   // Sends one piece; false once the client is gone.
   bool Send(v1::GenerateResponse message);
+  // A token was decoded: its time since arrival (the first) or since the previous token.
+  void RecordToken(Metrics* metrics);
 
   std::vector<int64_t> prompt;
   GenerationOptions options;
@@ -148,6 +151,8 @@ class GenerateCall : public InferenceCall {
  private:
   void Respond(const grpc::Status& status) override;
   std::shared_ptr<GenerateStream> stream_;
+  const Clock::time_point arrived_;
+  Clock::time_point last_token_at_{};  // none yet; only the engine's thread touches it
 };
 
 // The gRPC side of a Generate stream. Owned by gRPC until OnDone.
@@ -179,9 +184,30 @@ class GenerateStream : public grpc::ServerWriteReactor<v1::GenerateResponse>,
   std::shared_ptr<GenerateStream> self_;  // keeps this alive until OnDone
 };
 
-// Runs a batch of calls that share a batch key, i.e. one call kind, version and options, in
-// model calls of at most `memory_budget_bytes` each.
-void RunBatch(std::vector<std::shared_ptr<QueuedRequest>>& batch, Metrics* metrics,
-              int64_t memory_budget_bytes);
+// The runner of one model's batcher: Score batches run at once, as one step of the loop;
+// Translate and Generate calls join the step engine of their model version and are answered
+// as their sequences finish (Generate streams each token's text as its step ends).
+class ModelRunner : public BatchRunner {
+ public:
+  ModelRunner(Metrics* metrics, int64_t memory_budget_bytes);
+  ~ModelRunner() override;
+
+  void Run(std::vector<std::shared_ptr<QueuedRequest>>& batch) override;
+  bool Step() override;
+  RunnerLoad load() const override { return load_; }
+
+ private:
+  struct Engine;
+  Engine& EngineFor(const std::shared_ptr<const ServedModel>& model);
+  void Admit(const std::shared_ptr<TranslateCall>& call);
+  void Admit(const std::shared_ptr<GenerateCall>& call);
+
+  Metrics* const metrics_;
+  const int64_t memory_budget_bytes_;
+  // One engine per loaded model version with work; dropped when idle, so that an unloaded
+  // version is freed.
+  std::map<const ServedModel*, std::unique_ptr<Engine>> engines_;
+  RunnerLoad load_;
+};
 
 }  // namespace normserve

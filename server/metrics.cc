@@ -79,8 +79,28 @@ Metrics::Metrics(const std::string& address) : registry_(std::make_shared<promet
                          .Register(*registry_);
   compute_duration_ = &prometheus::BuildHistogram()
                            .Name("normserve_compute_duration_seconds")
-                           .Help("Time to run one batch on the model")
+                           .Help(
+                               "Time of one model step: a Score batch, or one decoding step "
+                               "of every live Translate and Generate sequence")
                            .Register(*registry_);
+  time_to_first_token_ = &prometheus::BuildHistogram()
+                              .Name("normserve_time_to_first_token_seconds")
+                              .Help("Generate: from the call's arrival to its first token")
+                              .Register(*registry_);
+  inter_token_latency_ = &prometheus::BuildHistogram()
+                              .Name("normserve_inter_token_latency_seconds")
+                              .Help("Generate: between consecutive tokens of a stream")
+                              .Register(*registry_);
+  running_sequences_ = &prometheus::BuildGauge()
+                            .Name("normserve_running_sequences")
+                            .Help("Sentences and streams in the model's decoding steps")
+                            .Register(*registry_);
+  waiting_sequences_ = &prometheus::BuildGauge()
+                            .Name("normserve_waiting_requests")
+                            .Help(
+                                "Requests taken from the queue that wait for the decoding "
+                                "engine's memory budget")
+                            .Register(*registry_);
   batch_size_ = &prometheus::BuildHistogram()
                      .Name("normserve_batch_size")
                      .Help("Requests per executed batch")
@@ -163,6 +183,21 @@ void Metrics::RecordBatch(const std::string& model, int64_t requests, int64_t to
 
 void Metrics::RecordCompute(const std::string& model, const std::string& norm, double seconds) {
   compute_duration_->Add({{"model", model}, {"norm", norm}}, LatencyBuckets()).Observe(seconds);
+}
+
+void Metrics::RecordTimeToFirstToken(const std::string& model, const std::string& norm,
+                                     double seconds) {
+  time_to_first_token_->Add({{"model", model}, {"norm", norm}}, LatencyBuckets()).Observe(seconds);
+}
+
+void Metrics::RecordInterTokenLatency(const std::string& model, const std::string& norm,
+                                      double seconds) {
+  inter_token_latency_->Add({{"model", model}, {"norm", norm}}, LatencyBuckets()).Observe(seconds);
+}
+
+void Metrics::SetSequences(const std::string& model, int64_t running, int64_t waiting) {
+  running_sequences_->Add({{"model", model}}).Set(static_cast<double>(running));
+  waiting_sequences_->Add({{"model", model}}).Set(static_cast<double>(waiting));
 }
 
 void Metrics::SetQueueDepth(const std::string& model, int64_t depth) {

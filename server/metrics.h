@@ -42,6 +42,11 @@ class Metrics {
   void RecordBatch(const std::string& model, int64_t requests, int64_t tokens);
   void RecordCompute(const std::string& model, const std::string& norm, double seconds);
   void SetQueueDepth(const std::string& model, int64_t depth);
+  // The decoding engine (models/decoding/step_engine.h): Generate's token latencies, and the
+  // sequences running and the requests waiting for memory after each step.
+  void RecordTimeToFirstToken(const std::string& model, const std::string& norm, double seconds);
+  void RecordInterTokenLatency(const std::string& model, const std::string& norm, double seconds);
+  void SetSequences(const std::string& model, int64_t running, int64_t waiting);
   // The model's max_queue_size, so that dashboards and alerts can relate the depth to it.
   void SetMaxQueueSize(const std::string& model, int64_t size);
   void AddInflight(int64_t delta);
@@ -61,6 +66,10 @@ class Metrics {
   prometheus::Family<prometheus::Counter>* model_load_failures_;
   prometheus::Family<prometheus::Histogram>* queue_duration_;
   prometheus::Family<prometheus::Histogram>* compute_duration_;
+  prometheus::Family<prometheus::Histogram>* time_to_first_token_;
+  prometheus::Family<prometheus::Histogram>* inter_token_latency_;
+  prometheus::Family<prometheus::Gauge>* running_sequences_;
+  prometheus::Family<prometheus::Gauge>* waiting_sequences_;
   prometheus::Family<prometheus::Histogram>* batch_size_;
   prometheus::Family<prometheus::Histogram>* batch_tokens_;
   prometheus::Family<prometheus::Gauge>* queue_depth_;

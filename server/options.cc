@@ -20,7 +20,7 @@ calls get UNAVAILABLE, queued and running calls finish within the grace period, 
   --metrics-address ADDR      metrics listen address, plain HTTP (default 127.0.0.1:9464,
                               reachable from this host only; 0.0.0.0:9464 exposes it on
                               purpose, behind a firewall or NetworkPolicy; "" disables)
-  --threads N                 LibTorch intra-op threads (default: all cores)
+  --threads N                 LibTorch intra-op threads (default 1; README "Threads")
   --device DEVICE             cpu (default), or cuda[:N] with a CUDA LibTorch build
   --model-control MODE        none: load every model at start (default)
                               poll: also watch the repository for new, changed and removed
@@ -30,7 +30,7 @@ calls get UNAVAILABLE, queued and running calls finish within the grace period, 
   --shutdown-grace-secs S     how long queued and running calls may take to finish after
                               SIGTERM (default 30)
 Batching defaults, for models whose model.json does not set them:
-  --max-batch-size N          requests per batch (default 16)
+  --max-batch-size N          requests per batch and running together (default 64)
   --max-batch-tokens N        tokens per batch (default 4096)
   --max-queue-delay-us N      how long a request waits for partners (default 2000)
   --max-queue-size N          queued requests per model before RESOURCE_EXHAUSTED (default 256)

@@ -34,11 +34,7 @@ std::shared_ptr<Batcher> MakeBatcher(const std::string& name, const BatcherConfi
     metrics->RecordBatch(name, requests, tokens);
   };
   return std::make_shared<Batcher>(
-      name, config,
-      [metrics, budget = config.memory_budget_bytes](auto& batch) {
-        RunBatch(batch, metrics, budget);
-      },
-      observer);
+      name, config, std::make_unique<ModelRunner>(metrics, config.memory_budget_bytes), observer);
 }
 
 // Authentication and whether admin RPCs exist, decided before anything listens or loads

@@ -32,42 +32,44 @@ at::Tensor Truncate(at::Tensor logits, int64_t top_k, double top_p) {
 
 }  // namespace
 
+at::Generator MakeSamplingGenerator(uint64_t seed) {
+  return at::make_generator<at::CPUGeneratorImpl>(seed);
+}
+
+int64_t SampleToken(at::Tensor logits, const SpecialTokens& special, const SamplingOptions& options,
+                    at::Generator& generator) {
+  // A NaN or +inf logit (overflowed activations) leaves no distribution to sample from, as
+  // log_softmax leaves none to the searches; nor does a row with nothing above -inf.
+  if ((logits.isnan() | logits.isposinf()).any().item<bool>()) return -1;
+  at::Tensor row = logits.unsqueeze(0);
+  MaskNonOutputTokens(row, special);
+  if (logits.max().item<float>() == -std::numeric_limits<float>::infinity()) return -1;
+  // Below float's smallest normal number a temperature is greedy in effect, and dividing by
+  // it (flushed to 0 by vectorized kernels) would give 0/0 = NaN.
+  if (options.temperature < std::numeric_limits<float>::min()) {
+    return logits.argmax().item<int64_t>();
+  }
+  // Shifted so that the best logit is 0 before dividing: a small temperature then gives
+  // -inf, never +inf, which softmax would turn into NaN.
+  const at::Tensor scaled = (logits - logits.max()) / options.temperature;
+  const at::Tensor probs = at::softmax(Truncate(scaled, options.top_k, options.top_p), 0);
+  return at::multinomial(probs, 1, /*replacement=*/false, generator).item<int64_t>();
+}
+
 SamplingStop SampleContinuation(const Transformer& model, const std::vector<int64_t>& prompt,
                                 const SamplingOptions& options,
                                 const std::function<bool(int64_t token)>& on_token) {
   const SpecialTokens& special = model.config().special;
-  auto generator = at::make_generator<at::CPUGeneratorImpl>(options.seed);
+  at::Generator generator = MakeSamplingGenerator(options.seed);
   DecoderState state = model.StartDecoding(EncoderOutput{}, 1);
   std::vector<int64_t> input = {special.eos};
   input.insert(input.end(), prompt.begin(), prompt.end());
   at::Tensor next = PadBatch({input}, special.pad, model.device());
   for (int64_t produced = 0; produced < options.max_new_tokens; ++produced) {
     // One row of logits: sampled on the host, where the seeded generator lives.
-    at::Tensor logits = model.Decode(next, state).select(0, 0).select(0, -1).cpu().clone();
-    // A NaN or +inf logit (overflowed activations) leaves no distribution to sample from, as
-    // log_softmax leaves none to the searches; nor does a row with nothing above -inf. The
-    // continuation ends there.
-    if ((logits.isnan() | logits.isposinf()).any().item<bool>()) {
-      return SamplingStop::kEndOfSequence;
-    }
-    at::Tensor row = logits.unsqueeze(0);
-    MaskNonOutputTokens(row, special);
-    if (logits.max().item<float>() == -std::numeric_limits<float>::infinity()) {
-      return SamplingStop::kEndOfSequence;
-    }
-    int64_t token = 0;
-    // Below float's smallest normal number a temperature is greedy in effect, and dividing
-    // by it (flushed to 0 by vectorized kernels) would give 0/0 = NaN.
-    if (options.temperature < std::numeric_limits<float>::min()) {
-      token = logits.argmax().item<int64_t>();
-    } else {
-      // Shifted so that the best logit is 0 before dividing: a small temperature then gives
-      // -inf, never +inf, which softmax would turn into NaN.
-      const at::Tensor scaled = (logits - logits.max()) / options.temperature;
-      const at::Tensor probs = at::softmax(Truncate(scaled, options.top_k, options.top_p), 0);
-      token = at::multinomial(probs, 1, /*replacement=*/false, generator).item<int64_t>();
-    }
-    if (token == special.eos) return SamplingStop::kEndOfSequence;
+    const at::Tensor logits = model.Decode(next, state).select(0, 0).select(0, -1).cpu().clone();
+    const int64_t token = SampleToken(logits, special, options, generator);
+    if (token < 0 || token == special.eos) return SamplingStop::kEndOfSequence;
     if (!on_token(token)) return SamplingStop::kCallback;
     next = at::full({1, 1}, token, at::TensorOptions().dtype(at::kLong).device(model.device()));
   }

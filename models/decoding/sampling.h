@@ -2,6 +2,8 @@
 // reproducible from a seed.
 #pragma once
 
+#include <ATen/core/Generator.h>
+
 #include <cstdint>
 #include <functional>
 #include <vector>
@@ -18,6 +20,16 @@ struct SamplingOptions {
   int64_t max_new_tokens = 32;
 };
 
+// The next token from one row of logits [V] on the host: the most likely one below a tiny
+// temperature, else a sample after the top-k and top-p cuts. Returns -1 when the row leaves
+// no distribution to sample from (NaN, +inf, or nothing above -inf after masking <pad> and
+// <s>): the continuation ends there.
+int64_t SampleToken(at::Tensor logits, const SpecialTokens& special, const SamplingOptions& options,
+                    at::Generator& generator);
+at::Generator MakeSamplingGenerator(uint64_t seed);
+
+// The reference of the step engine's generation (decoding/step_engine.h): one sequence
+// decoded on its own.
 enum class SamplingStop { kEndOfSequence, kLength, kCallback };
 
 // Feeds </s> + prompt, then samples one token at a time; on_token(id) sees each one and

@@ -1,5 +1,6 @@
-// Greedy and beam search over a Transformer, and forced-decoding scores. The caller has
-// already tokenized and checked the inputs; these work on token ids.
+// Whole-batch beam search over a Transformer (the reference the step engine is tested
+// against; the server decodes with decoding/step_engine.h), and forced-decoding scores. The
+// caller has already tokenized and checked the inputs; these work on token ids.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -7,15 +8,10 @@
 #include <functional>
 #include <vector>
 
+#include "models/decoding/sentence_beams.h"
 #include "models/transformer/transformer.h"
 
 namespace normserve {
-
-struct Hypothesis {
-  std::vector<int64_t> tokens;  // without the closing </s>
-  double logprob = 0;           // sum over the tokens and </s>
-  double score = 0;             // logprob / (tokens + 1)^length_penalty
-};
 
 struct BeamOptions {
   int64_t beam_size = 4;
@@ -27,16 +23,8 @@ struct BeamOptions {
 // (its client went away). May be empty.
 using StopSentence = std::function<bool(int64_t sentence)>;
 
-// `memory` is the batch's encoder output. max_lengths[i] bounds sentence i's output tokens:
-// </s> is forced after that many. A stopped sentence returns what it has (greedy) or the
-// hypotheses finished so far (beam).
-std::vector<Hypothesis> GreedySearch(const Transformer& model, const EncoderOutput& memory,
-                                     const std::vector<int64_t>& max_lengths,
-                                     double length_penalty = 1.0, const StopSentence& stop = {});
-
-// logprob / output_tokens^length_penalty, output_tokens counting the closing </s>.
-double NormalizedScore(double logprob, size_t output_tokens, double length_penalty);
-
+// `memory` is the batch's encoder output. max_lengths[i] bounds sentence i's output tokens
+// (sentence_beams.h has the rules). A stopped sentence returns the hypotheses finished so far.
 std::vector<std::vector<Hypothesis>> BeamSearch(const Transformer& model,
                                                 const EncoderOutput& memory,
                                                 const std::vector<int64_t>& max_lengths,

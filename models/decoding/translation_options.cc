@@ -1,5 +1,6 @@
 #include "models/decoding/translation_options.h"
 
+#include <algorithm>
 #include <cmath>
 #include <string>
 
@@ -31,6 +32,12 @@ void ValidateTranslationOptions(const TranslationOptions& o) {
           "max_length_b is " + std::to_string(o.max_length_b) + "; it must be in 0..4096");
   Require(o.max_length_a > 0 || o.max_length_b > 0,
           "max_length_a and max_length_b are both 0: the output could not hold a token");
+}
+
+int64_t MaxOutputTokens(const TranslationOptions& o, size_t source_tokens, int64_t max_positions) {
+  const auto bound = static_cast<int64_t>(o.max_length_a * static_cast<double>(source_tokens + 1)) +
+                     o.max_length_b;
+  return std::clamp<int64_t>(bound, 1, max_positions - 1);
 }
 
 }  // namespace normserve

@@ -1,6 +1,7 @@
 // Decoding options of a Translate request, their defaults and their limits.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 
 namespace normserve {
@@ -18,6 +19,11 @@ struct TranslationOptions {
   int64_t max_length_b = 10;
   bool return_tokens = false;
 };
+
+// The output length bound of a source of `source_tokens` tokens (without </s>), within the
+// model's positions.
+int64_t MaxOutputTokens(const TranslationOptions& options, size_t source_tokens,
+                        int64_t max_positions);
 
 // Throws InvalidInputError naming the option and its allowed range.
 void ValidateTranslationOptions(const TranslationOptions& options);

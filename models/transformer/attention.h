@@ -5,10 +5,12 @@
 #include <ATen/core/Tensor.h>
 
 #include <string>
+#include <utility>
 
 namespace normserve {
 
 class WeightStore;
+struct StepRows;
 
 // Keys and values seen so far, [batch, heads, steps, head_dim] each.
 struct KVCache {
@@ -30,14 +32,28 @@ class MultiheadAttention {
   at::Tensor CrossAttention(const at::Tensor& query, const at::Tensor& memory,
                             const at::Tensor& mask, KVCache& cache) const;
 
+  // The step engine's forms (step_attention.h): one new position per row [R, D], with the
+  // keys and values in cache slots.
+  at::Tensor StepSelfAttention(const at::Tensor& query, at::Tensor& keys, at::Tensor& values,
+                               const StepRows& rows) const;
+  at::Tensor StepCrossAttention(const at::Tensor& query, const at::Tensor& keys,
+                                const at::Tensor& values, const StepRows& rows) const;
+  // The keys and values of a memory [B, S, D] as the cross-attention keeps them, each
+  // [B, H, S, Dh].
+  std::pair<at::Tensor, at::Tensor> MemoryKeysValues(const at::Tensor& memory) const;
+
   void To(const at::Device& device);
 
  private:
   at::Tensor SplitHeads(const at::Tensor& x) const;  // [B, T, D] -> [B, H, T, Dh]
-  at::Tensor Attend(const at::Tensor& query, const KVCache& kv, const at::Tensor& mask) const;
+  at::Tensor Attend(const at::Tensor& q, const KVCache& kv, const at::Tensor& mask) const;
+  at::Tensor ProjectQuery(const at::Tensor& x) const;
 
   int64_t heads_ = 1;
-  at::Tensor wq_, bq_, wk_, bk_, wv_, bv_, wo_, bo_;
+  // q, k and v projections in one [3D, D] matrix (one matrix product instead of three), with
+  // the query rows and bias already scaled by 1/sqrt(head_dim).
+  at::Tensor wqkv_, bqkv_;
+  at::Tensor wo_, bo_;
 };
 
 }  // namespace normserve

@@ -34,6 +34,12 @@ at::Tensor TokenEmbedding::operator()(const at::Tensor& tokens, int64_t offset) 
   return at::embedding(table_, tokens) * scale_ + pos.unsqueeze(0);
 }
 
+at::Tensor TokenEmbedding::AtPositions(const at::Tensor& tokens,
+                                       const at::Tensor& positions) const {
+  return at::embedding(table_, tokens) * scale_ +
+         positions_.index_select(0, positions + (padding_idx_ + 1));
+}
+
 void TokenEmbedding::To(const at::Device& device) {
   if (!table_.defined()) return;  // an LM has no source embedding
   table_ = table_.to(device);

@@ -23,6 +23,8 @@ class TokenEmbedding {
 
   // tokens [B, T] whose first token sits at position `offset` of its sequence.
   at::Tensor operator()(const at::Tensor& tokens, int64_t offset) const;
+  // tokens [R], each at its own 0-based position (positions [R]): [R, dim].
+  at::Tensor AtPositions(const at::Tensor& tokens, const at::Tensor& positions) const;
   const at::Tensor& table() const { return table_; }
   void To(const at::Device& device);
 

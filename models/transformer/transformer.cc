@@ -8,7 +8,9 @@
 #include "models/io/weight_store.h"
 #include "models/norm/norm.h"
 #include "models/norm/norm_timing.h"
+#include "models/transformer/decoder_slots.h"
 #include "models/transformer/embedding.h"
+#include "models/transformer/step_attention.h"
 
 namespace normserve {
 namespace {
@@ -215,6 +217,68 @@ at::Tensor Transformer::Decode(const at::Tensor& tokens, DecoderState& state) co
   }
   const at::Tensor h = RunSublayers(x, blocks, &L.decoder_final, config_.normalize_before);
   state.steps += new_steps;
+  return at::linear(h, L.output_projection).to(at::kFloat);
+}
+
+DecoderSlots Transformer::MakeSlots() const {
+  const ModelConfig& c = config_;
+  return DecoderSlots(c.decoder_layers, c.attention_heads, c.embed_dim / c.attention_heads,
+                      c.is_mt(), c.max_positions, layers_->output_projection.options());
+}
+
+void Transformer::EncodeIntoSlots(const at::Tensor& tokens, const std::vector<int64_t>& sources,
+                                  DecoderSlots& slots) const {
+  const EncoderOutput memory = Encode(tokens);
+  const at::Tensor index = at::tensor(sources, at::kLong).to(device_);
+  const int64_t length = tokens.size(1);
+  for (size_t i = 0; i < layers_->decoder.size(); ++i) {
+    const auto [keys, values] = layers_->decoder[i].cross_attn.MemoryKeysValues(memory.states);
+    slots.cross_keys[i].narrow(2, 0, length).index_copy_(0, index, keys);
+    slots.cross_values[i].narrow(2, 0, length).index_copy_(0, index, values);
+  }
+}
+
+at::Tensor Transformer::PrefillIntoSlots(const at::Tensor& tokens,
+                                         const std::vector<int64_t>& lengths,
+                                         const std::vector<int64_t>& rows,
+                                         DecoderSlots& slots) const {
+  DecoderState state = StartDecoding(EncoderOutput{}, tokens.size(0));
+  const at::Tensor logits = Decode(tokens, state);
+  const int64_t steps = tokens.size(1);
+  slots.ReserveSteps(steps);
+  const at::Tensor index = at::tensor(rows, at::kLong).to(device_);
+  for (size_t i = 0; i < state.self_attention.size(); ++i) {
+    // Positions past a prompt's length hold its padding's keys: the row overwrites them
+    // before it attends to them.
+    slots.self_keys[i].narrow(2, 0, steps).index_copy_(0, index, state.self_attention[i].keys);
+    slots.self_values[i].narrow(2, 0, steps).index_copy_(0, index, state.self_attention[i].values);
+  }
+  const at::Tensor last = at::tensor(lengths, at::kLong).to(device_) - 1;
+  return logits.gather(1, last.view({-1, 1, 1}).expand({-1, 1, logits.size(2)})).squeeze(1);
+}
+
+at::Tensor Transformer::Step(const at::Tensor& tokens, const StepRows& rows,
+                             DecoderSlots& slots) const {
+  const NormForwardTiming norm_timing;  // samples the norm layers' time (norm_timing.h)
+  const auto& L = *layers_;
+  const at::Tensor positions = at::tensor(rows.position, at::kLong).to(device_);
+  const at::Tensor x = L.target_embedding.AtPositions(tokens, positions);
+  std::vector<Sublayer> blocks;
+  for (size_t i = 0; i < L.decoder.size(); ++i) {
+    const DecoderLayer& layer = L.decoder[i];
+    blocks.push_back({&layer.self_attn_norm, [&, i](const at::Tensor& h) {
+                        return layer.self_attn.StepSelfAttention(h, slots.self_keys[i],
+                                                                 slots.self_values[i], rows);
+                      }});
+    if (config_.is_mt()) {
+      blocks.push_back({&layer.cross_attn_norm, [&, i](const at::Tensor& h) {
+                          return layer.cross_attn.StepCrossAttention(h, slots.cross_keys[i],
+                                                                     slots.cross_values[i], rows);
+                        }});
+    }
+    blocks.push_back({&layer.ffn_norm, [&layer](const at::Tensor& h) { return layer.ffn(h); }});
+  }
+  const at::Tensor h = RunSublayers(x, blocks, &L.decoder_final, config_.normalize_before);
   return at::linear(h, L.output_projection).to(at::kFloat);
 }
 

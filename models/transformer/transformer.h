@@ -13,6 +13,8 @@
 namespace normserve {
 
 class WeightStore;
+class DecoderSlots;
+struct StepRows;
 
 struct EncoderOutput {
   at::Tensor states;       // [B, S, D]
@@ -45,6 +47,22 @@ class Transformer {
   // Feeds tokens [B, T] after the state's steps and returns their logits [B, T, V] in fp32.
   // T > 1 runs the steps at once under a causal mask (scoring); the cache grows either way.
   at::Tensor Decode(const at::Tensor& tokens, DecoderState& state) const;
+
+  // The step engine's forms (decoding/step_engine.h), with caches in `slots`:
+  // Encodes sources [B, S] (right-padded) and writes each one's cross-attention keys and
+  // values into its source slot.
+  void EncodeIntoSlots(const at::Tensor& tokens, const std::vector<int64_t>& sources,
+                       DecoderSlots& slots) const;
+  // Feeds prompts [B, T] (right-padded; lengths[b] real tokens each) from position 0, writes
+  // their keys and values into row slots `rows`, and returns the logits [B, V] (fp32) of
+  // each prompt's last token.
+  at::Tensor PrefillIntoSlots(const at::Tensor& tokens, const std::vector<int64_t>& lengths,
+                              const std::vector<int64_t>& rows, DecoderSlots& slots) const;
+  // One token per row: tokens [R] at rows.position, each row attending to its own slots.
+  // Returns the logits [R, V] in fp32. slots must have room for every row's position.
+  at::Tensor Step(const at::Tensor& tokens, const StepRows& rows, DecoderSlots& slots) const;
+  // The slots this model's decoder needs (empty), with room for up to max_positions steps.
+  DecoderSlots MakeSlots() const;
 
   const ModelConfig& config() const { return config_; }
   void To(const at::Device& device);

@@ -19,22 +19,33 @@ using namespace std::chrono_literals;
 // Records batches; can hold the runner so that requests pile up in the queue.
 class Recorder {
  public:
-  BatchRunner Runner() {
-    return [this](std::vector<std::shared_ptr<QueuedRequest>>& batch) {
-      {
-        std::unique_lock<std::mutex> lock(mutex_);
-        std::vector<FakeRequest*> requests;
-        for (auto& r : batch) requests.push_back(static_cast<FakeRequest*>(r.get()));
-        batches_.push_back(requests);
-        ++running_;
-        changed_.notify_all();
-        changed_.wait(lock, [this] { return !held_; });
+  // A runner that answers each batch at once (no step loop).
+  std::unique_ptr<BatchRunner> Runner() {
+    struct Runner : BatchRunner {
+      explicit Runner(Recorder* recorder) : recorder(recorder) {}
+      void Run(std::vector<std::shared_ptr<QueuedRequest>>& batch) override {
+        recorder->Record(batch);
       }
-      for (auto& r : batch) {
-        auto* f = static_cast<FakeRequest*>(r.get());
-        f->Complete(f->payload * 2);
-      }
+      bool Step() override { return false; }
+      RunnerLoad load() const override { return {}; }
+      Recorder* recorder;
     };
+    return std::make_unique<Runner>(this);
+  }
+  void Record(std::vector<std::shared_ptr<QueuedRequest>>& batch) {
+    {
+      std::unique_lock<std::mutex> lock(mutex_);
+      std::vector<FakeRequest*> requests;
+      for (auto& r : batch) requests.push_back(static_cast<FakeRequest*>(r.get()));
+      batches_.push_back(requests);
+      ++running_;
+      changed_.notify_all();
+      changed_.wait(lock, [this] { return !held_; });
+    }
+    for (auto& r : batch) {
+      auto* f = static_cast<FakeRequest*>(r.get());
+      f->Complete(f->payload * 2);
+    }
   }
   void Hold() {
     std::lock_guard<std::mutex> lock(mutex_);
@@ -289,6 +300,78 @@ TEST(BatcherTest, EveryAnswerReachesItsOwnCallerUnderConcurrency) {
     answered += b.size();
   }
   EXPECT_EQ(answered, static_cast<size_t>(kThreads * kPerThread));
+}
+
+// A runner with a step loop: a request needs `payload` steps, joins between steps and leaves
+// when its last step is done.
+class SteppingRunner : public BatchRunner {
+ public:
+  void Run(std::vector<std::shared_ptr<QueuedRequest>>& batch) override {
+    for (auto& r : batch) live_.push_back(std::static_pointer_cast<FakeRequest>(r));
+    most_live_ = std::max<int64_t>(most_live_, static_cast<int64_t>(live_.size()));
+  }
+  bool Step() override {
+    std::this_thread::sleep_for(1ms);
+    for (auto it = live_.begin(); it != live_.end();) {
+      if (--(*it)->payload <= 0) {
+        (*it)->Complete(0);
+        it = live_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+    return !live_.empty();
+  }
+  RunnerLoad load() const override {
+    RunnerLoad load{static_cast<int64_t>(live_.size()), 0};
+    for (const auto& r : live_) load.tokens += r->tokens();
+    return load;
+  }
+  std::atomic<int64_t> most_live_{0};
+
+ private:
+  std::vector<std::shared_ptr<FakeRequest>> live_;  // the executor's thread only
+};
+
+TEST(BatcherTest, StepLoopTakesRequestsBetweenStepsWithinTheBudget) {
+  auto runner = std::make_unique<SteppingRunner>();
+  SteppingRunner* stepping = runner.get();
+  Batcher batcher("m", Config(3, 1000, 0us), std::move(runner));
+  auto long_request = std::make_shared<FakeRequest>("k", 5);
+  long_request->payload = 400;  // about 0.4 s of steps
+  ASSERT_TRUE(Enqueue(batcher, long_request));
+  for (int i = 0; i < 5000 && stepping->most_live_.load() == 0; ++i)
+    std::this_thread::sleep_for(1ms);
+  ASSERT_EQ(stepping->most_live_.load(), 1);  // the long request runs alone
+  std::vector<std::shared_ptr<FakeRequest>> short_requests;
+  for (int i = 0; i < 6; ++i) {
+    short_requests.push_back(std::make_shared<FakeRequest>("k", 5));
+    short_requests.back()->payload = 3;
+    ASSERT_TRUE(Enqueue(batcher, short_requests.back()));
+  }
+  ASSERT_TRUE(long_request->Wait());
+  for (auto& r : short_requests) {
+    ASSERT_TRUE(r->Wait());
+    // Joined the running loop and left it before the long request was done.
+    EXPECT_TRUE(r->completed);
+    EXPECT_LT(r->completed_at, long_request->completed_at);
+  }
+  EXPECT_LE(stepping->most_live_.load(), 3);
+}
+
+TEST(BatcherTest, StepLoopRespectsTheTokenBudgetOfRunningRequests) {
+  auto runner = std::make_unique<SteppingRunner>();
+  SteppingRunner* stepping = runner.get();
+  Batcher batcher("m", Config(16, 100, 0us), std::move(runner));
+  std::vector<std::shared_ptr<FakeRequest>> requests;
+  for (int i = 0; i < 8; ++i) {
+    requests.push_back(std::make_shared<FakeRequest>("k", 40));
+    requests.back()->payload = 20;
+    ASSERT_TRUE(Enqueue(batcher, requests.back()));
+  }
+  for (auto& r : requests) ASSERT_TRUE(r->Wait());
+  // 40 + 40 fit 100 tokens, a third does not.
+  EXPECT_LE(stepping->most_live_.load(), 2);
 }
 
 }  // namespace

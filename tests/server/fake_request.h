@@ -3,6 +3,7 @@
 
 #include <atomic>
 #include <condition_variable>
+#include <functional>
 #include <mutex>
 #include <string>
 
@@ -16,7 +17,10 @@ class FakeRequest : public QueuedRequest {
               Clock::time_point deadline = Clock::time_point::max())
       : key_(std::move(key)), tokens_(tokens), priority_(priority), deadline_(deadline) {}
 
-  const std::string& batch_key() const override { return key_; }
+  // Requests built with equal strings share a key.
+  BatchKey batch_key() const override {
+    return {nullptr, static_cast<int>(std::hash<std::string>{}(key_)&0x7fffffff)};
+  }
   int64_t tokens() const override { return tokens_; }
   int priority() const override { return priority_; }
   Clock::time_point deadline() const override { return deadline_; }

@@ -83,7 +83,13 @@ class RepositoryTest : public ::testing::Test {
         },
         nullptr,
         [](const std::string& name, const BatcherConfig& config) {
-          return std::make_shared<Batcher>(name, config, [](auto&) {});
+          // The repository tests never enqueue: a runner that runs nothing.
+          struct Idle : BatchRunner {
+            void Run(std::vector<std::shared_ptr<QueuedRequest>>&) override {}
+            bool Step() override { return false; }
+            RunnerLoad load() const override { return {}; }
+          };
+          return std::make_shared<Batcher>(name, config, std::make_unique<Idle>());
         },
         [this](const std::string& name, bool ready) {
           std::lock_guard<std::mutex> lock(mutex_);

@@ -208,6 +208,17 @@ double MaxAbsDiff(const at::Tensor& a, const at::Tensor& b) {
 
 constexpr double kAtol = 1e-4;
 
+// Beam search with one beam: greedy search, one hypothesis per sentence.
+std::vector<Hypothesis> Greedy(const Transformer& model, const EncoderOutput& memory,
+                               const std::vector<int64_t>& max_lengths,
+                               const StopSentence& stop = {}) {
+  std::vector<Hypothesis> out;
+  for (auto& found : BeamSearch(model, memory, max_lengths, {1, 1, 1.0}, stop)) {
+    out.push_back(found.empty() ? Hypothesis{} : std::move(found.front()));
+  }
+  return out;
+}
+
 class TinyModelTest : public ::testing::TestWithParam<ModelSpec> {};
 
 // (a) One token at a time through the KV cache, in random chunks, and all at once give the
@@ -377,16 +388,39 @@ TEST_P(TinyModelTest, ScoreTargetsMatchesIndependentComputation) {
   }
 }
 
-// (c) Beam search with one beam is greedy search.
-TEST_P(TinyModelTest, BeamOfOneEqualsGreedy) {
+// Greedy decoding of one sentence computed independently, on a fresh state with double
+// log-probs: the best token at each step, never </s> at the first, ending at </s> (counted in
+// the score's length) or after max_length tokens (not counted).
+Hypothesis GreedyReference(const TinyModel& m, const EncoderOutput& memory, int64_t max_length) {
+  DecoderState state = m.model->StartDecoding(memory, 1);
+  Hypothesis h;
+  at::Tensor next = at::full({1, 1}, kEos, at::kLong);
+  for (int64_t step = 0; step < max_length; ++step) {
+    at::Tensor logprobs =
+        at::log_softmax(m.model->Decode(next, state).select(1, 0).to(at::kDouble), -1)[0];
+    logprobs[kPad] = -INFINITY;
+    logprobs[kBos] = -INFINITY;
+    if (step == 0) logprobs[kEos] = -INFINITY;
+    const int64_t best = logprobs.argmax().item<int64_t>();
+    h.logprob += logprobs[best].item<double>();
+    if (best == kEos) {
+      h.score = h.logprob / static_cast<double>(h.tokens.size() + 1);
+      return h;
+    }
+    h.tokens.push_back(best);
+    next = at::full({1, 1}, best, at::kLong);
+  }
+  h.score = h.logprob / static_cast<double>(h.tokens.size());
+  return h;
+}
+
+// (c) Beam search with one beam is greedy search, with the length rules of sentence_beams.h.
+TEST_P(TinyModelTest, BeamOfOneIsGreedy) {
   NORMSERVE_TEST_SEED(seed);
   c10::InferenceMode guard;
   std::mt19937_64 rng(seed);
-  // Random models often answer </s> at once; go on until a few outputs have tokens, so that
-  // the comparison covers real decoding steps.
-  int with_tokens = 0;
-  int trial = 0;
-  for (; trial < 40 && (trial < 3 || with_tokens < 3); ++trial) {
+  int limited = 0;
+  for (int trial = 0; trial < 6; ++trial) {
     const TinyModel m = Build(GetParam(), seed + trial);  // a different model per trial
     const int64_t batch = Uniform(rng, 1, 4);
     const auto sources = RandomSources(rng, batch, m.config.source_vocab_size);
@@ -394,27 +428,20 @@ TEST_P(TinyModelTest, BeamOfOneEqualsGreedy) {
     std::vector<int64_t> max_lengths;
     for (int64_t b = 0; b < batch; ++b) max_lengths.push_back(Uniform(rng, 1, 12));
     SCOPED_TRACE("max lengths " + ::testing::PrintToString(max_lengths));
-
-    const std::vector<Hypothesis> greedy = GreedySearch(*m.model, memory, max_lengths);
-    const auto beam = BeamSearch(*m.model, memory, max_lengths, {1, 1, 1.0});
+    const std::vector<Hypothesis> greedy = Greedy(*m.model, memory, max_lengths);
     ASSERT_EQ(greedy.size(), static_cast<size_t>(batch));
-    ASSERT_EQ(beam.size(), static_cast<size_t>(batch));
     for (int64_t b = 0; b < batch; ++b) {
       SCOPED_TRACE("sentence " + std::to_string(b));
-      ASSERT_EQ(beam[b].size(), 1u);
-      EXPECT_EQ(beam[b][0].tokens, greedy[b].tokens);
-      EXPECT_NEAR(beam[b][0].logprob, greedy[b].logprob, kAtol);
-      EXPECT_NEAR(beam[b][0].score, greedy[b].score, kAtol);
+      const Hypothesis expected = GreedyReference(m, Row(memory, b), max_lengths[b]);
+      EXPECT_EQ(greedy[b].tokens, expected.tokens);
+      EXPECT_FALSE(greedy[b].tokens.empty());  // never </s> first
+      EXPECT_NEAR(greedy[b].logprob, expected.logprob, kAtol * (expected.tokens.size() + 1));
+      EXPECT_NEAR(greedy[b].score, expected.score, kAtol);
       EXPECT_LE(static_cast<int64_t>(greedy[b].tokens.size()), max_lengths[b]);
-      // The reported log-prob is the model's: forced decoding of the output agrees.
-      const auto forced = ScoreTargets(*m.model, Row(memory, b), {greedy[b].tokens});
-      EXPECT_NEAR(greedy[b].logprob, Sum(forced[0]), kAtol * (greedy[b].tokens.size() + 1));
-      EXPECT_NEAR(greedy[b].score,
-                  greedy[b].logprob / static_cast<double>(greedy[b].tokens.size() + 1), 1e-9);
-      if (!greedy[b].tokens.empty()) ++with_tokens;
+      if (static_cast<int64_t>(greedy[b].tokens.size()) == max_lengths[b]) ++limited;
     }
   }
-  EXPECT_GE(with_tokens, 3) << "only empty outputs in " << trial << " models";
+  EXPECT_GT(limited, 0) << "no sentence reached its length limit";
 }
 
 // Beam search's hypotheses: sorted by score, score = logprob / (len + 1)^lp with the model's
@@ -454,11 +481,15 @@ TEST_P(TinyModelTest, BeamHypothesesAreConsistent) {
           EXPECT_NE(t, kBos);
           EXPECT_NE(t, kEos);
         }
-        const auto forced = ScoreTargets(*m.model, Row(memory, b), {h.tokens});
-        EXPECT_NEAR(h.logprob, Sum(forced[0]), kAtol * (h.tokens.size() + 1));
+        EXPECT_FALSE(h.tokens.empty());
+        // A hypothesis at its length limit ends without </s>: neither its log-prob nor its
+        // length counts one (sentence_beams.h).
+        const bool at_limit = static_cast<int64_t>(h.tokens.size()) == max_lengths[b];
+        auto forced = ScoreTargets(*m.model, Row(memory, b), {h.tokens})[0];
+        if (at_limit) forced.pop_back();
+        EXPECT_NEAR(h.logprob, Sum(forced), kAtol * (h.tokens.size() + 1));
         EXPECT_NEAR(h.score,
-                    h.logprob / std::pow(static_cast<double>(h.tokens.size() + 1), length_penalty),
-                    1e-6);
+                    h.logprob / std::pow(static_cast<double>(forced.size()), length_penalty), 1e-6);
       }
     }
   }
@@ -528,8 +559,8 @@ TEST_P(TinyModelTest, MissingAndStrayTensorsAreNamed) {
   }
 }
 
-// A stop callback ends only its sentence: greedy keeps the tokens found so far, beam the
-// hypotheses finished so far, and every other sentence decodes as without the callback.
+// A stop callback ends only its sentence, which keeps the hypotheses finished so far; every
+// other sentence decodes as without the callback.
 TEST_P(TinyModelTest, StopCallbackEndsOnlyThatSentence) {
   NORMSERVE_TEST_SEED(seed);
   c10::InferenceMode guard;
@@ -549,38 +580,26 @@ TEST_P(TinyModelTest, StopCallbackEndsOnlyThatSentence) {
     };
   };
 
-  const std::vector<Hypothesis> greedy = GreedySearch(*m.model, memory, max_lengths);
   std::vector<int64_t> calls(batch, 0);
-  const std::vector<Hypothesis> cut =
-      GreedySearch(*m.model, memory, max_lengths, 1.0, make_stop(calls));
-  ASSERT_EQ(cut.size(), greedy.size());
-  for (int64_t b = 0; b < batch; ++b) {
-    if (b == stopped) {
-      const size_t kept = std::min<size_t>(greedy[b].tokens.size(), after_steps);
-      EXPECT_EQ(cut[b].tokens, Tokens(greedy[b].tokens.begin(), greedy[b].tokens.begin() + kept));
-    } else {
-      EXPECT_EQ(cut[b].tokens, greedy[b].tokens) << "sentence " << b;
-      EXPECT_NEAR(cut[b].logprob, greedy[b].logprob, kAtol) << "sentence " << b;
-    }
-  }
-
-  const BeamOptions options{3, 3, 1.0};
-  const auto beam = BeamSearch(*m.model, memory, max_lengths, options);
-  std::fill(calls.begin(), calls.end(), 0);
-  const auto beam_cut = BeamSearch(*m.model, memory, max_lengths, options, make_stop(calls));
-  ASSERT_EQ(beam_cut.size(), beam.size());
-  for (int64_t b = 0; b < batch; ++b) {
-    if (b == stopped) {
-      EXPECT_LE(beam_cut[b].size(), beam[b].size());
-      for (const Hypothesis& h : beam_cut[b]) {
-        EXPECT_LT(static_cast<int64_t>(h.tokens.size()), std::max<int64_t>(after_steps, 1));
+  for (const BeamOptions options : {BeamOptions{1, 1, 1.0}, BeamOptions{3, 3, 1.0}}) {
+    SCOPED_TRACE("beam " + std::to_string(options.beam_size));
+    const auto beam = BeamSearch(*m.model, memory, max_lengths, options);
+    std::fill(calls.begin(), calls.end(), 0);
+    const auto beam_cut = BeamSearch(*m.model, memory, max_lengths, options, make_stop(calls));
+    ASSERT_EQ(beam_cut.size(), beam.size());
+    for (int64_t b = 0; b < batch; ++b) {
+      if (b == stopped) {
+        EXPECT_LE(beam_cut[b].size(), beam[b].size());
+        for (const Hypothesis& h : beam_cut[b]) {
+          EXPECT_LT(static_cast<int64_t>(h.tokens.size()), std::max<int64_t>(after_steps, 1));
+        }
+        continue;
       }
-      continue;
-    }
-    ASSERT_EQ(beam_cut[b].size(), beam[b].size()) << "sentence " << b;
-    for (size_t i = 0; i < beam[b].size(); ++i) {
-      EXPECT_EQ(beam_cut[b][i].tokens, beam[b][i].tokens) << "sentence " << b;
-      EXPECT_NEAR(beam_cut[b][i].score, beam[b][i].score, kAtol) << "sentence " << b;
+      ASSERT_EQ(beam_cut[b].size(), beam[b].size()) << "sentence " << b;
+      for (size_t i = 0; i < beam[b].size(); ++i) {
+        EXPECT_EQ(beam_cut[b][i].tokens, beam[b][i].tokens) << "sentence " << b;
+        EXPECT_NEAR(beam_cut[b][i].score, beam[b][i].score, kAtol) << "sentence " << b;
+      }
     }
   }
 }
@@ -639,7 +658,7 @@ std::vector<Hypothesis> ExpectSearchesEnd(const Transformer& model, const Encode
                                           const std::vector<int64_t>& max_lengths) {
   const int64_t vocab = model.config().target_vocab_size;
   std::vector<Hypothesis> greedy;
-  EXPECT_NO_THROW(greedy = GreedySearch(model, memory, max_lengths));
+  EXPECT_NO_THROW(greedy = Greedy(model, memory, max_lengths));
   EXPECT_EQ(greedy.size(), max_lengths.size());
   for (size_t b = 0; b < greedy.size(); ++b) ExpectSaneHypothesis(greedy[b], max_lengths[b], vocab);
   for (int64_t beam : {2, 5}) {
@@ -757,7 +776,7 @@ TEST(NonFiniteLogitsTest, NaNAfterTheFirstTokenEndsTheSentenceThere) {
       const EncoderOutput memory = EncodeOrEmpty(m, sources);
       const std::vector<int64_t> max_lengths = {m.config.max_positions - 1,
                                                 m.config.max_positions - 1};
-      const std::vector<Hypothesis> clean = GreedySearch(*m.model, memory, max_lengths);
+      const std::vector<Hypothesis> clean = Greedy(*m.model, memory, max_lengths);
       if (clean[0].tokens.empty()) continue;
       const auto model = Poisoned(m, [](std::map<std::string, at::Tensor>& tensors) {
         const int64_t rows = tensors.at("decoder.embed_tokens.weight").size(0);
@@ -843,9 +862,12 @@ TEST(BeamSearchExhaustiveTest, FindsTheBestSequences) {
           std::vector<Scored> exact;
           std::map<Tokens, double> score_of, logprob_of;
           for (size_t i = 0; i < all.size(); ++i) {
-            const double lp = Sum(logprobs[i]);
-            const double score =
-                lp / std::pow(static_cast<double>(all[i].size() + 1), length_penalty);
+            // No empty output; at the length limit, no </s> (sentence_beams.h).
+            if (all[i].empty()) continue;
+            std::vector<double> terms = logprobs[i];
+            if (static_cast<int64_t>(all[i].size()) == max_len) terms.pop_back();
+            const double lp = Sum(terms);
+            const double score = lp / std::pow(static_cast<double>(terms.size()), length_penalty);
             exact.push_back({all[i], lp, score});
             score_of[all[i]] = score;
             logprob_of[all[i]] = lp;

@@ -196,13 +196,16 @@ inline SearchComparison CompareMtSearch(const Pair& p, std::mt19937_64& rng) {
     const std::vector<int64_t> max_lengths(chunk.size(), 24);
     const EncoderOutput ma = EncodeSources(p.original, chunk);
     const EncoderOutput mb = EncodeSources(p.converted, chunk);
-    const auto ga = GreedySearch(*p.original.transformer, ma, max_lengths);
-    const auto gb = GreedySearch(*p.converted.transformer, mb, max_lengths);
+    const BeamOptions greedy{1, 1, 1.0};
+    const auto ga = BeamSearch(*p.original.transformer, ma, max_lengths, greedy);
+    const auto gb = BeamSearch(*p.converted.transformer, mb, max_lengths, greedy);
     const BeamOptions beam{4, 2, 1.0};
     const auto ba = BeamSearch(*p.original.transformer, ma, max_lengths, beam);
     const auto bb = BeamSearch(*p.converted.transformer, mb, max_lengths, beam);
     for (size_t i = 0; i < chunk.size(); ++i) {
-      if (!compare(ga[i], gb[i])) ++r.greedy_mismatches;
+      if (ga[i].size() != 1 || gb[i].size() != 1 || !compare(ga[i][0], gb[i][0])) {
+        ++r.greedy_mismatches;
+      }
       bool same = ba[i].size() == bb[i].size();
       for (size_t k = 0; same && k < ba[i].size(); ++k) same = compare(ba[i][k], bb[i][k]);
       if (!same) ++r.beam_mismatches;

@@ -242,6 +242,7 @@ TEST_F(ServedModelLengthPenaltyTest, GreedyTranslationHonoursLengthPenalty) {
   }
   ASSERT_TRUE(informative) << "every greedy output was empty; cannot tell the penalties apart";
 
+  const TokenBatch sources = model->PrepareTranslate(texts, options);
   for (double length_penalty : {0.0, 2.0}) {
     SCOPED_TRACE("length penalty " + std::to_string(length_penalty));
     options.length_penalty = length_penalty;
@@ -249,12 +250,13 @@ TEST_F(ServedModelLengthPenaltyTest, GreedyTranslationHonoursLengthPenalty) {
     for (size_t i = 0; i < texts.size(); ++i) {
       ASSERT_EQ(out[i].size(), 1u);
       EXPECT_EQ(out[i][0].tokens, base[i][0].tokens);  // greedy ignores the penalty's effect
-      const double length = static_cast<double>(base[i][0].tokens.size() + 1);
+      // </s> counts in the length, unless the output ended at its length limit without one
+      // (models/decoding/sentence_beams.h).
+      const auto tokens = static_cast<int64_t>(base[i][0].tokens.size());
+      const bool at_limit =
+          tokens == MaxOutputTokens(options, sources[i].size(), model->config().max_positions);
+      const double length = static_cast<double>(tokens + (at_limit ? 0 : 1));
       const double logprob = base[i][0].score * length;
-      // LIBRARY BUG (models/served_model.cc, TranslateTokens): beam_size 1 goes to
-      // GreedySearch, which always divides by (tokens + 1), i.e. length_penalty 1, whatever
-      // the request asked for (models/decoding/greedy_search.cc:
-      // `out[b].score = out[b].logprob / (tokens.size() + 1)`).
       EXPECT_NEAR(out[i][0].score, logprob / std::pow(length, length_penalty), 1e-6)
           << "text " << i << ": " << out[i][0].tokens.size() << " tokens";
     }
@@ -545,7 +547,7 @@ TEST_F(ServedModelTest, ASplitBatchGivesTheSameOutputsAsOneCall) {
     const auto whole = mt->TranslateTokens(sources, options);
     // One sentence per call: every budget below the cost of two sentences.
     const int64_t one_by_one = 1;
-    const auto split = mt->TranslateTokens(sources, options, {}, one_by_one);
+    const auto split = mt->TranslateTokens(sources, options, one_by_one);
     ASSERT_EQ(whole.size(), split.size());
     for (size_t i = 0; i < whole.size(); ++i) {
       ASSERT_EQ(whole[i].size(), split[i].size()) << "sentence " << i << " beam " << beam;

@@ -1,0 +1,55 @@
+#include "models/decoding/generated_text.h"
+
+#include <algorithm>
+
+#include "models/text/tokenizer.h"
+#include "models/text/utf8.h"
+
+namespace normserve {
+
+GeneratedText::GeneratedText(const Tokenizer& tokenizer, std::vector<std::string> stop,
+                             std::function<bool(const std::string& delta)> on_text)
+    : tokenizer_(tokenizer), stop_(std::move(stop)), on_text_(std::move(on_text)) {
+  // The last bytes are held back while they could still turn into a stop string, so that a
+  // client never receives part of one.
+  for (const std::string& s : stop_) holdback_ = std::max(holdback_, s.size() - 1);
+}
+
+void GeneratedText::SendUpTo(size_t end) {
+  // Whole characters only: a message must never end inside a UTF-8 sequence (a string field
+  // with broken UTF-8 fails the client's parser).
+  end = Utf8CutBefore(text_, end);
+  if (end > sent_ && !cancelled_) {
+    if (!on_text_(text_.substr(sent_, end - sent_))) cancelled_ = true;
+    sent_ = end;
+  }
+}
+
+bool GeneratedText::Push(int64_t token) {
+  generated_.push_back(static_cast<int>(token));
+  std::string decoded = tokenizer_.Decode(generated_);
+  // SentencePiece drops the word-boundary space of the first piece; a continuation keeps it,
+  // so that prompt + text reads right.
+  if (tokenizer_.Piece(generated_.front()).rfind("\xe2\x96\x81", 0) == 0) decoded.insert(0, " ");
+  // Detokenizing more pieces only appends, except that a piece can change how the text
+  // before it reads; text already sent stays as sent.
+  if (decoded.compare(0, sent_, text_, 0, sent_) != 0)
+    decoded = text_.substr(0, sent_) + decoded.substr(std::min(sent_, decoded.size()));
+  text_ = std::move(decoded);
+  size_t cut = std::string::npos;
+  for (const std::string& s : stop_) cut = std::min(cut, text_.find(s));
+  if (cut != std::string::npos) {
+    text_.resize(std::max(cut, sent_));
+    stopped_by_string_ = true;
+    return false;
+  }
+  SendUpTo(text_.size() > holdback_ ? text_.size() - holdback_ : 0);
+  return !cancelled_;
+}
+
+std::string GeneratedText::Finish() {
+  SendUpTo(text_.size());
+  return text_.substr(0, sent_);
+}
+
+}  // namespace normserve
