@@ -13,6 +13,7 @@
 #include "models/decoding/step_engine.h"
 #include "models/errors.h"
 #include "models/io/confined_path.h"
+#include "models/io/norm_conversion.h"
 #include "models/io/weight_store.h"
 #include "models/io/weights_io.h"
 #include "models/text/tokenizer.h"
@@ -168,7 +169,8 @@ ServedModel::ServedModel(std::string name, int64_t version, std::string dir, Mod
 ServedModel::~ServedModel() = default;
 
 std::shared_ptr<const ServedModel> ServedModel::Load(const std::string& dir, std::string name,
-                                                     int64_t version, const std::string& device) {
+                                                     int64_t version, const std::string& device,
+                                                     std::optional<NormKind> convert_norm) {
   if (const std::string why = CheckComputeDevice(device); !why.empty()) throw ModelLoadError(why);
   RequireRealModelDirectories(dir);
   ModelConfig config = LoadModelConfig(ConfinedFile(dir, "config.json"));
@@ -185,6 +187,10 @@ std::shared_ptr<const ServedModel> ServedModel::Load(const std::string& dir, std
   c10::InferenceMode guard;
   std::map<std::string, at::Tensor> weights = LoadWeights(weights_path);
   RequireFiniteWeights(weights, weights_path);
+  if (convert_norm) {  // model.json's "convert_norm" (models/io/norm_conversion.h)
+    model->config_ = ConvertNorm(c, weights, *convert_norm, weights_path);
+    model->norm_label_ = c.norm_label();
+  }
   WeightStore store(weights_path, std::move(weights));
   rt.transformer = std::make_unique<Transformer>(c, store);
   rt.transformer->To(c10::Device(device));

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -79,11 +80,12 @@ using StopSentenceFn = std::function<bool(int64_t sentence)>;
 class ServedModel {
  public:
   // Loads <dir>/config.json, <dir>/model.safetensors and the tokenizer files the config
-  // names, onto `device` ("cpu", "cuda", "cuda:N"). Throws ModelLoadError saying which file
-  // is wrong and how.
+  // names, onto `device` ("cpu", "cuda", "cuda:N"). With convert_norm, serves the model's
+  // lossless equivalent with that norm (models/io/norm_conversion.h). Throws ModelLoadError
+  // saying which file is wrong and how.
   static std::shared_ptr<const ServedModel> Load(const std::string& dir, std::string name,
-                                                 int64_t version,
-                                                 const std::string& device = "cpu");
+                                                 int64_t version, const std::string& device = "cpu",
+                                                 std::optional<NormKind> convert_norm = {});
   ~ServedModel();
 
   // The checks and the tokenization of a request, split from the model work so that a

@@ -8,6 +8,7 @@
 
 #include "models/errors.h"
 #include "models/io/confined_path.h"
+#include "models/io/norm_conversion_target.h"
 #include "server/names.h"
 
 namespace normserve {
@@ -37,10 +38,17 @@ ModelServingConfig ParseModelJson(const std::string& text, const std::string& so
     throw ModelLoadError(source + ": not valid JSON: " + e.what());
   }
   if (!root.is_object()) throw ModelLoadError(source + ": must be a JSON object");
-  static const char* kKnown[] = {"max_batch_size",  "max_batch_tokens", "max_queue_delay_us",
-                                 "max_queue_size",  "priority_levels",  "version_policy",
-                                 "group",           "weight",           "description",
-                                 "memory_budget_mb"};
+  static const char* kKnown[] = {"max_batch_size",
+                                 "max_batch_tokens",
+                                 "max_queue_delay_us",
+                                 "max_queue_size",
+                                 "priority_levels",
+                                 "version_policy",
+                                 "group",
+                                 "weight",
+                                 "description",
+                                 "memory_budget_mb",
+                                 "convert_norm"};
   for (const auto& [key, value] : root.items()) {
     if (std::find(std::begin(kKnown), std::end(kKnown), key) == std::end(kKnown)) {
       throw ModelLoadError(source + ": unknown field '" + key + "'");
@@ -91,6 +99,15 @@ ModelServingConfig ParseModelJson(const std::string& text, const std::string& so
       throw ModelLoadError(source + ": 'weight' must be a positive number");
     }
     c.weight = root["weight"].get<double>();
+  }
+  if (root.contains("convert_norm")) {
+    const json& v = root["convert_norm"];
+    if (!v.is_string()) throw ModelLoadError(source + ": 'convert_norm' must be \"rmsnorm\"");
+    try {
+      c.convert_norm = ParseNormConversionTarget(v.get<std::string>());
+    } catch (const std::exception& e) {
+      throw ModelLoadError(source + ": 'convert_norm': " + e.what());
+    }
   }
   return c;
 }

@@ -6,13 +6,17 @@
 //     "max_queue_size": 256, "priority_levels": 2, "memory_budget_mb": 1024,
 //     "version_policy": {"latest": 1}            or {"specific": [1, 3]},
 //     "group": "deen", "weight": 1.0             a member of variant group "deen"
+//     "convert_norm": "rmsnorm"                  serve every version's lossless Pre-RMSNorm
+//                                                equivalent (models/io/norm_conversion.h)
 //   }
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
+#include "models/norm/norm_config.h"
 #include "server/batcher.h"
 
 namespace normserve {
@@ -27,6 +31,8 @@ struct ModelServingConfig {
   VersionPolicy versions;
   std::string group;  // empty: in no group
   double weight = 1;  // share of the group's traffic
+  // Converted at load from the Pre-LN weights on disk; unset: served as stored.
+  std::optional<NormKind> convert_norm;
 };
 
 // Parses model.json text over `defaults`; throws ModelLoadError naming `source` and the field.

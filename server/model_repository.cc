@@ -35,8 +35,9 @@ void RequireFinite(const std::vector<TextScore>& scores, const std::string& what
 template class ModelRepositoryT<ServedModel>;
 
 std::shared_ptr<const ServedModel> LoadAndWarmUp(const std::string& dir, const std::string& name,
-                                                 int64_t version, const std::string& device) {
-  auto model = ServedModel::Load(dir, name, version, device);
+                                                 int64_t version, const std::string& device,
+                                                 const ModelServingConfig& serving) {
+  auto model = ServedModel::Load(dir, name, version, device, serving.convert_norm);
   const std::string text = "warm up";
   if (model->config().is_mt()) {
     TranslationOptions greedy;

@@ -71,9 +71,11 @@ class ModelRepositoryT {
  public:
   using ModelStatus = ModelStatusT<Model>;
   using ServingTarget = ServingTargetT<Model>;
-  // Loads one version directory and proves it runs (a warm-up inference); throws on failure.
+  // Loads one version directory as its model.json says and proves it runs (a warm-up
+  // inference); throws on failure.
   using Loader = std::function<std::shared_ptr<const Model>(
-      const std::string& dir, const std::string& name, int64_t version)>;
+      const std::string& dir, const std::string& name, int64_t version,
+      const ModelServingConfig& serving)>;
   using BatcherFactory =
       std::function<std::shared_ptr<Batcher>(const std::string& name, const BatcherConfig&)>;
   // Told the readiness of a model or group name after it may have changed (for gRPC health).
@@ -179,7 +181,8 @@ class ModelRepositoryT {
                   const std::map<int64_t, std::string>& previous) const;
   void RetireLocked(const std::string& name, Entry& entry, const std::vector<int64_t>& wanted);
   std::shared_ptr<const Model> LoadVersion(const std::string& name, int64_t version,
-                                           const std::string& dir) const;
+                                           const std::string& dir,
+                                           const ModelServingConfig& serving) const;
   // Queues a sync of every model in the repository or known; results, when not null, gets
   // one future per sync.
   void SchedulePoll(std::vector<std::future<std::string>>* results);
@@ -229,7 +232,8 @@ extern template class ModelRepositoryT<ServedModel>;
 // greedy and beam translation, a scored pair; LM: a scored text, a few generated tokens).
 // Throws ModelLoadError when any fails or gives a score that is not finite.
 std::shared_ptr<const ServedModel> LoadAndWarmUp(const std::string& dir, const std::string& name,
-                                                 int64_t version, const std::string& device);
+                                                 int64_t version, const std::string& device,
+                                                 const ModelServingConfig& serving);
 
 }  // namespace normserve
 

@@ -243,7 +243,7 @@ std::string ModelRepositoryT<Model>::Sync(const std::string& name, const ModelSc
     std::shared_ptr<const Model> model;
     std::string failure;
     try {
-      model = LoadVersion(name, version, dir);
+      model = LoadVersion(name, version, dir, scan.serving);
     } catch (const std::exception& e) {
       // What a loader quotes from a broken file can be any bytes; GetModel's error is a proto
       // string, which clients refuse to parse unless it is UTF-8.
@@ -389,11 +389,11 @@ bool ModelRepositoryT<Model>::Unload(const std::string& name, std::string* error
 }
 
 template <typename Model>
-std::shared_ptr<const Model> ModelRepositoryT<Model>::LoadVersion(const std::string& name,
-                                                                  int64_t version,
-                                                                  const std::string& dir) const {
+std::shared_ptr<const Model> ModelRepositoryT<Model>::LoadVersion(
+    const std::string& name, int64_t version, const std::string& dir,
+    const ModelServingConfig& serving) const {
   const auto start = Clock::now();
-  auto model = loader_(dir, name, version);
+  auto model = loader_(dir, name, version, serving);
   const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
   if (metrics_) metrics_->RecordModelLoad(name, seconds);
   LogInfo("loaded " + name + " version " + std::to_string(version) + " (" + model->norm_label() +

@@ -57,6 +57,10 @@ ModelScan ScanModel(const std::string& root, const std::string& name,
     scan.serving.batching = defaults;
     scan.config_error = EscapeUnprintable(e.what());  // a proto string: UTF-8 only
   }
+  // The conversion is part of what a loaded version is: changing it reloads every version.
+  if (scan.serving.convert_norm) {
+    for (auto& [version, fingerprint] : scan.versions) fingerprint += "convert_norm:rmsnorm;";
+  }
   return scan;
 }
 

@@ -105,8 +105,9 @@ NormServer::NormServer(const ServerOptions& options)
   Metrics* metrics = metrics_.get();
   repository_ = std::make_unique<ModelRepository>(
       options.model_repository, options.batching,
-      [device = options.device](const std::string& dir, const std::string& name, int64_t version) {
-        return LoadAndWarmUp(dir, name, version, device);
+      [device = options.device](const std::string& dir, const std::string& name, int64_t version,
+                                const ModelServingConfig& serving) {
+        return LoadAndWarmUp(dir, name, version, device, serving);
       },
       metrics,
       [metrics](const std::string& name, const BatcherConfig& config) {

@@ -269,7 +269,10 @@ ModelConfig ParseModelConfig(const std::string& json_text, const std::string& so
     r.Fail("activation", "must be relu or gelu");
   c.max_positions = r.Positive("max_positions", c.max_positions, 1 << 20);
   const std::string positions = r.Get<std::string>("positions", "sinusoidal");
-  if (positions != "sinusoidal") r.Fail("positions", "must be sinusoidal");
+  if (positions != "sinusoidal" && positions != "sinusoidal_zero_mean") {
+    r.Fail("positions", "must be sinusoidal or sinusoidal_zero_mean");
+  }
+  c.zero_mean_positions = positions == "sinusoidal_zero_mean";
 
   const json& tok = r.Object(root, "tokenizer", "tokenizer", kTokenizerFields);
   if (c.is_mt()) {
@@ -388,7 +391,7 @@ std::string ModelConfigToJson(const ModelConfig& c) {
   j["decoder_layers"] = c.decoder_layers;
   j["normalize_before"] = c.normalize_before;
   j["activation"] = c.activation;
-  j["positions"] = "sinusoidal";
+  j["positions"] = c.zero_mean_positions ? "sinusoidal_zero_mean" : "sinusoidal";
   j["max_positions"] = c.max_positions;
   if (c.is_mt()) {
     j["share_all_embeddings"] = c.share_all_embeddings;

@@ -50,6 +50,9 @@ struct ModelConfig {
   std::string target_tokenizer;
   SpecialTokens special;
   std::map<NormSite, NormConfig> norms;  // every site of the architecture
+  // config.json "positions": "sinusoidal_zero_mean": every sinusoid minus its mean over the
+  // channels, as a Pre-LN model converted to RMSNorm needs (models/io/norm_conversion.h).
+  bool zero_mean_positions = false;
 
   bool is_mt() const { return architecture == Architecture::kTransformerMT; }
   const NormConfig& norm(NormSite site) const { return norms.at(site); }

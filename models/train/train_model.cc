@@ -200,7 +200,9 @@ TrainTransformer::TrainTransformer(const ModelConfig& c, const ModelTrainingOpti
                     at::empty({c.target_vocab_size, d}, m.tensor_options)
                         .normal_(0, 1.0 / std::sqrt(static_cast<double>(d)), init.generator));
   }
-  m.positions = SinusoidalTable(c.max_positions + c.special.pad + 1, d, c.special.pad).to(dtype);
+  m.positions =
+      SinusoidalTable(c.max_positions + c.special.pad + 1, d, c.special.pad, c.zero_mean_positions)
+          .to(dtype);
 }
 
 TrainTransformer::~TrainTransformer() = default;

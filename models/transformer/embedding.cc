@@ -6,22 +6,26 @@
 
 namespace normserve {
 
-at::Tensor SinusoidalTable(int64_t num_positions, int64_t dim, int64_t padding_idx) {
+at::Tensor SinusoidalTable(int64_t num_positions, int64_t dim, int64_t padding_idx,
+                           bool zero_mean) {
   const int64_t half = dim / 2;
   const double step = std::log(10000.0) / static_cast<double>(std::max<int64_t>(half - 1, 1));
   const at::Tensor freqs = at::exp(at::arange(half, at::kFloat) * -step);
   const at::Tensor angles = at::arange(num_positions, at::kFloat).unsqueeze(1) * freqs.unsqueeze(0);
   at::Tensor table = at::cat({at::sin(angles), at::cos(angles)}, 1);
   if (dim % 2 == 1) table = at::cat({table, at::zeros({num_positions, 1})}, 1);
+  if (zero_mean) table -= table.mean(1, /*keepdim=*/true);
   table[padding_idx].zero_();
   return table;
 }
 
-TokenEmbedding::TokenEmbedding(at::Tensor table, int64_t max_positions, int64_t padding_idx)
+TokenEmbedding::TokenEmbedding(at::Tensor table, int64_t max_positions, int64_t padding_idx,
+                               bool zero_mean_positions)
     : table_(std::move(table)),
       padding_idx_(padding_idx),
       scale_(std::sqrt(static_cast<double>(table_.size(1)))) {
-  positions_ = SinusoidalTable(max_positions + padding_idx + 1, table_.size(1), padding_idx);
+  positions_ = SinusoidalTable(max_positions + padding_idx + 1, table_.size(1), padding_idx,
+                               zero_mean_positions);
 }
 
 at::Tensor TokenEmbedding::operator()(const at::Tensor& tokens, int64_t offset) const {

@@ -11,14 +11,15 @@ namespace normserve {
 class WeightStore;
 
 // The [num_positions, dim] table of fairseq's SinusoidalPositionalEmbedding (row padding_idx
-// is zero).
-at::Tensor SinusoidalTable(int64_t num_positions, int64_t dim, int64_t padding_idx);
+// is zero); with zero_mean, every row minus its mean over the channels.
+at::Tensor SinusoidalTable(int64_t num_positions, int64_t dim, int64_t padding_idx, bool zero_mean);
 
 class TokenEmbedding {
  public:
   TokenEmbedding() = default;
   // `table` is [vocab, dim]; positions cover sequences of up to max_positions tokens.
-  TokenEmbedding(at::Tensor table, int64_t max_positions, int64_t padding_idx);
+  TokenEmbedding(at::Tensor table, int64_t max_positions, int64_t padding_idx,
+                 bool zero_mean_positions);
 
   // tokens [B, T] whose first token sits at position `offset` of its sequence.
   at::Tensor operator()(const at::Tensor& tokens, int64_t offset) const;

@@ -115,7 +115,8 @@ Transformer::Transformer(const ModelConfig& c, WeightStore& store)
   if (c.is_mt()) {
     const at::Tensor source_table =
         store.Take("encoder.embed_tokens.weight", {c.source_vocab_size, d});
-    L.source_embedding = TokenEmbedding(source_table, c.max_positions, c.special.pad);
+    L.source_embedding =
+        TokenEmbedding(source_table, c.max_positions, c.special.pad, c.zero_mean_positions);
     target_table = c.share_all_embeddings
                        ? source_table
                        : store.Take("decoder.embed_tokens.weight", {c.target_vocab_size, d});
@@ -130,7 +131,8 @@ Transformer::Transformer(const ModelConfig& c, WeightStore& store)
   } else {
     target_table = store.Take("decoder.embed_tokens.weight", {c.target_vocab_size, d});
   }
-  L.target_embedding = TokenEmbedding(target_table, c.max_positions, c.special.pad);
+  L.target_embedding =
+      TokenEmbedding(target_table, c.max_positions, c.special.pad, c.zero_mean_positions);
   for (int64_t i = 0; i < c.decoder_layers; ++i) {
     const std::string p = "decoder.layers." + std::to_string(i);
     DecoderLayer layer;

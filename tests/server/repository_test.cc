@@ -70,7 +70,8 @@ class RepositoryTest : public ::testing::Test {
   Repository& Make() {
     repository_ = std::make_unique<Repository>(
         root_.string(), BatcherConfig{},
-        [this](const std::string& dir, const std::string& name, int64_t version) {
+        [this](const std::string& dir, const std::string& name, int64_t version,
+               const ModelServingConfig&) {
           ++loads_;
           if (name == gated_model_) gate_.PassWhenOpen();
           std::ifstream in(dir + "/weights");

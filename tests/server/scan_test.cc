@@ -76,6 +76,29 @@ TEST_F(ScanTest, ReadsModelJsonAndReportsABrokenOne) {
   EXPECT_EQ(bad.serving.batching.max_batch_size, 7);  // the defaults
 }
 
+// model.json's convert_norm (issue #17): rmsnorm is read, and is part of every version's
+// fingerprint so that changing it reloads versions whose files did not change; crmsnorm and
+// unknown targets are configuration errors that say why.
+TEST_F(ScanTest, ConvertNormIsReadAndChangesTheFingerprints) {
+  Write("m/1/weights", "x");
+  const ModelScan plain = ScanModel(root_.string(), "m", BatcherConfig{});
+  EXPECT_FALSE(plain.serving.convert_norm.has_value());
+  Write("m/model.json", R"({"convert_norm": "rmsnorm"})");
+  const ModelScan converted = ScanModel(root_.string(), "m", BatcherConfig{});
+  ASSERT_TRUE(converted.config_error.empty()) << converted.config_error;
+  EXPECT_EQ(converted.serving.convert_norm, NormKind::kRMSNorm);
+  EXPECT_NE(converted.versions.at(1), plain.versions.at(1));
+
+  Write("m/model.json", R"({"convert_norm": "crmsnorm"})");
+  const std::string crms = ScanModel(root_.string(), "m", BatcherConfig{}).config_error;
+  EXPECT_NE(crms.find("not implemented yet"), std::string::npos) << crms;
+  for (const char* bad : {R"({"convert_norm": "powernorm"})", R"({"convert_norm": true})"}) {
+    Write("m/model.json", bad);
+    const std::string error = ScanModel(root_.string(), "m", BatcherConfig{}).config_error;
+    EXPECT_NE(error.find("'convert_norm'"), std::string::npos) << error;
+  }
+}
+
 TEST_F(ScanTest, AMissingModelOrRootOrABadNameIsAbsent) {
   EXPECT_FALSE(ScanModel(root_.string(), "nope", BatcherConfig{}).present);
   EXPECT_FALSE(ScanModel(root_.string(), "..", BatcherConfig{}).present);

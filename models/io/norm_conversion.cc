@@ -1,0 +1,158 @@
+#include "models/io/norm_conversion.h"
+
+#include <ATen/ATen.h>
+
+#include <filesystem>
+#include <fstream>
+#include <optional>
+#include <stdexcept>
+#include <vector>
+
+#include "models/errors.h"
+#include "models/io/confined_path.h"
+#include "models/io/safetensors.h"
+#include "models/io/weights_io.h"
+
+namespace normserve {
+namespace {
+
+at::Tensor& Find(std::map<std::string, at::Tensor>& weights, const std::string& name,
+                 const std::string& source) {
+  const auto it = weights.find(name);
+  if (it == weights.end()) {
+    throw ModelLoadError(source + ": tensor '" + name + "' is missing; the config implies it");
+  }
+  return it->second;
+}
+
+// Subtracts the mean over dimension `dim`, computed in double so that the result's mean is
+// zero to the storage dtype's rounding.
+void SubtractMean(at::Tensor& t, int64_t dim) {
+  const at::Tensor wide = t.to(at::kDouble);
+  t = (wide - wide.mean(dim, /*keepdim=*/true)).to(t.scalar_type());
+}
+
+// Makes a linear layer's output zero-mean for any input: the mean over its output rows
+// leaves the weight [out, in] and the bias [out].
+void RecentreOutputs(std::map<std::string, at::Tensor>& weights, const std::string& prefix,
+                     const std::string& source) {
+  SubtractMean(Find(weights, prefix + ".weight", source), 0);
+  SubtractMean(Find(weights, prefix + ".bias", source), 0);
+}
+
+// The dtype the file stores its tensors in; F32 when they differ.
+safetensors::DType StoredDType(const std::string& path) {
+  const safetensors::File file = safetensors::File::Open(path);
+  std::optional<safetensors::DType> dtype;
+  for (const auto& [name, view] : file.tensors()) {
+    if (dtype && *dtype != view.dtype) return safetensors::DType::kF32;
+    dtype = view.dtype;
+  }
+  return dtype.value_or(safetensors::DType::kF32);
+}
+
+}  // namespace
+
+std::string NormConversionRefusal(const ModelConfig& config) {
+  constexpr char kFix[] =
+      "; only a Pre-LN model (normalize_before true, layernorm at every site) converts "
+      "losslessly";
+  if (!config.normalize_before) {
+    return std::string(
+               "the model is post-norm (normalize_before false): its norms follow the "
+               "residual add, whose mean no recentring of weights removes") +
+           kFix;
+  }
+  for (NormSite site : config.sites()) {
+    const NormKind kind = config.norm(site).kind;
+    if (kind == NormKind::kLayerNorm) continue;
+    std::string why = "norm site '" + std::string(NormSiteName(site)) + "' is " +
+                      std::string(NormKindName(kind)) +
+                      " (the model's norms: " + config.norm_label() + ")";
+    if (kind == NormKind::kPowerNorm || kind == NormKind::kBatchNorm) {
+      why += ", which normalizes by running statistics that no RMSNorm reproduces";
+    }
+    return why + kFix;
+  }
+  return "";
+}
+
+ModelConfig ConvertNorm(const ModelConfig& config, std::map<std::string, at::Tensor>& weights,
+                        NormKind target, const std::string& source) {
+  if (target != NormKind::kRMSNorm) {
+    throw ModelLoadError(source + ": cannot convert to " + std::string(NormKindName(target)) +
+                         "; only rmsnorm is a lossless target");
+  }
+  if (const std::string why = NormConversionRefusal(config); !why.empty()) {
+    throw ModelLoadError(source + ": cannot convert to rmsnorm: " + why);
+  }
+  ModelConfig converted = config;
+  for (auto& [site, norm] : converted.norms) {
+    // Same gain, bias, eps and eps placement: on a zero-mean row the mean square is the
+    // variance, so sqrt(ms + eps) (or sqrt(ms) + eps) is LayerNorm's denominator.
+    norm.kind = NormKind::kRMSNorm;
+    norm.bias = true;
+  }
+  converted.zero_mean_positions = true;
+
+  const bool shared_tables = config.is_mt() && config.share_all_embeddings;
+  const std::string target_table =
+      shared_tables ? "encoder.embed_tokens.weight" : "decoder.embed_tokens.weight";
+  if (config.share_decoder_input_output_embed) {
+    weights["decoder.output_projection.weight"] = Find(weights, target_table, source).clone();
+    converted.share_decoder_input_output_embed = false;
+  }
+  std::vector<std::string> tables = {target_table};
+  if (config.is_mt() && !shared_tables) tables.push_back("encoder.embed_tokens.weight");
+  for (const std::string& table : tables) SubtractMean(Find(weights, table, source), 1);
+
+  for (int64_t i = 0; i < config.encoder_layers; ++i) {
+    const std::string p = "encoder.layers." + std::to_string(i);
+    RecentreOutputs(weights, p + ".self_attn.out_proj", source);
+    RecentreOutputs(weights, p + ".fc2", source);
+  }
+  for (int64_t i = 0; i < config.decoder_layers; ++i) {
+    const std::string p = "decoder.layers." + std::to_string(i);
+    RecentreOutputs(weights, p + ".self_attn.out_proj", source);
+    if (config.is_mt()) RecentreOutputs(weights, p + ".encoder_attn.out_proj", source);
+    RecentreOutputs(weights, p + ".fc2", source);
+  }
+  return converted;
+}
+
+void ConvertModelDirectory(const std::string& input_dir, const std::string& output_dir,
+                           NormKind target, std::optional<safetensors::DType> dtype) {
+  namespace fs = std::filesystem;
+  for (const char* file : {"config.json", "model.safetensors"}) {
+    if (fs::exists(fs::path(output_dir) / file)) {
+      throw ModelLoadError(output_dir + " already holds a model (" + file +
+                           "); choose a new or empty directory");
+    }
+  }
+  const std::string config_path = ConfinedFile(input_dir, "config.json");
+  const ModelConfig config = LoadModelConfig(config_path);
+  if (const std::string why = NormConversionRefusal(config); !why.empty()) {
+    throw ModelLoadError(config_path + ": cannot convert to rmsnorm: " + why);
+  }
+  const std::string weights_path = ConfinedFile(input_dir, "model.safetensors");
+  std::map<std::string, at::Tensor> weights = LoadWeights(weights_path);
+  const ModelConfig converted = ConvertNorm(config, weights, target, weights_path);
+
+  fs::create_directories(output_dir);
+  std::vector<std::string> tokenizers = {config.target_tokenizer};
+  if (config.is_mt() && config.source_tokenizer != config.target_tokenizer) {
+    tokenizers.push_back(config.source_tokenizer);
+  }
+  for (const std::string& file : tokenizers) {
+    fs::copy_file(ConfinedFile(input_dir, file), fs::path(output_dir) / file,
+                  fs::copy_options::overwrite_existing);
+  }
+  SaveWeights(output_dir + "/model.safetensors", weights,
+              dtype.value_or(StoredDType(weights_path)));
+  // Last: a repository that watches output_dir sees a version complete only now.
+  std::ofstream out(output_dir + "/config.json");
+  out << ModelConfigToJson(converted);
+  if (!out.flush()) throw ModelLoadError(output_dir + "/config.json: cannot write");
+}
+
+}  // namespace normserve

@@ -1,0 +1,26 @@
+// The names a lossless norm conversion accepts (`normserve-model convert --norm`, model.json's
+// "convert_norm"). Header only and free of torch: the model.json parser and its fuzz target
+// use it without the models library.
+#pragma once
+
+#include <stdexcept>
+#include <string>
+
+#include "models/errors.h"
+#include "models/norm/norm_config.h"
+
+namespace normserve {
+
+// "rmsnorm" gives kRMSNorm. Throws ModelLoadError for "crmsnorm" (not implemented yet) and
+// std::invalid_argument for any other name.
+inline NormKind ParseNormConversionTarget(const std::string& name) {
+  if (name == "rmsnorm") return NormKind::kRMSNorm;
+  if (name == "crmsnorm") {
+    throw ModelLoadError(
+        "conversion to crmsnorm is not implemented yet (it needs a residual stream of "
+        "embed_dim - 1 channels and its own norm kernel); use rmsnorm");
+  }
+  throw std::invalid_argument("cannot convert to norm '" + name + "'; use rmsnorm");
+}
+
+}  // namespace normserve
