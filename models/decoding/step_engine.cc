@@ -215,8 +215,8 @@ void StepEngine::State::AdmitTranslations() {
       const int64_t bytes = TranslateMemoryBytes(c, 1, source_length, max_length, o.beam_size);
       if (!Fits(bytes)) return Encode(joined, inputs);
       reserved += bytes;
-      sentences.push_back({&request, request.admitted,
-                           SentenceBeams(o.beam_size, max_length, o.length_penalty)});
+      sentences.push_back(
+          {&request, request.admitted, SentenceBeams(o.beam_size, max_length, o.length_penalty)});
       LiveSentence& sentence = sentences.back();
       sentence.reserved_bytes = bytes;
       sentence.source_length = source_length;
