@@ -34,6 +34,8 @@ REQUESTS = {
     "deen": ["translate", "--model", "deen", "Guten Morgen"],
     "enlm": ["score", "--model", "enlm", "hello world"],
 }
+# Seed 3 continues "the house" with several tokens, so that the inter-token latency has samples.
+GENERATE = ["generate", "--model", "enlm", "--max-new-tokens", "4", "--seed", "3", "the house"]
 BROKEN = "e2e_broken"  # a model whose config.json does not parse
 LATENCY_RULES = [f"model_norm:normserve_request_duration_seconds:{q}_5m" for q in ("p50", "p95", "p99", "mean")]
 
@@ -210,13 +212,15 @@ class E2E:
         def send_round():
             outs = {}
             for m in models:
-                outs[m] = self.cli(*REQUESTS[m])
+                outs[" ".join(REQUESTS[m])] = self.cli(*REQUESTS[m])
+            if "enlm" in models:  # the Generate metrics (time to first token, between tokens)
+                outs[" ".join(GENERATE)] = self.cli(*GENERATE)
             return outs
 
         outs = send_round()
         ok = all(rc == 0 for rc, _ in outs.values())
         self.report("PASS" if ok else "FAIL", "CLI requests succeed",
-                    "; ".join(f"{' '.join(REQUESTS[m])} -> exit {rc}: {o[:120]!r}" for m, (rc, o) in outs.items()))
+                    "; ".join(f"{cmd} -> exit {rc}: {o[:120]!r}" for cmd, (rc, o) in outs.items()))
         if not ok:
             return False
 
