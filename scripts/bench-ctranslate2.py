@@ -341,7 +341,7 @@ class CTranslate2Engine:
 class NormserveEngine:
     def __init__(self, normserved, model_dir, threads, flags):
         sys.path.insert(0, os.path.join(ROOT, "tests", "e2e"))
-        from grpc_stubs import pb, pb_grpc, channel
+        from grpc_stubs import pb, stub
         from normserved_process import NormservedProcess
         self.pb = pb
         self.repository = tempfile.mkdtemp(prefix="normserve-ct2bench-")
@@ -352,7 +352,7 @@ class NormserveEngine:
             self.source_tokenizer = json.load(f)["tokenizer"]["source"]
         self.server = NormservedProcess(normserved, self.repository, "--threads", str(threads),
                                         *flags)
-        self.stub = pb_grpc.NormServeStub(channel(self.server.target))
+        self.stub = stub(self.server.target)
         import sentencepiece
         # Only to set the same per-batch length bound as CTranslate2's; not timed on this side.
         self.source = sentencepiece.SentencePieceProcessor(

@@ -95,12 +95,12 @@ Metrics::Metrics(const std::string& address) : registry_(std::make_shared<promet
                             .Name("normserve_running_sequences")
                             .Help("Sentences and streams in the model's decoding steps")
                             .Register(*registry_);
-  waiting_sequences_ = &prometheus::BuildGauge()
-                            .Name("normserve_waiting_requests")
-                            .Help(
-                                "Requests taken from the queue that wait for the decoding "
-                                "engine's memory budget")
-                            .Register(*registry_);
+  waiting_requests_ = &prometheus::BuildGauge()
+                           .Name("normserve_waiting_requests")
+                           .Help(
+                               "Requests taken from the queue that wait for the decoding "
+                               "engine's memory budget")
+                           .Register(*registry_);
   batch_size_ = &prometheus::BuildHistogram()
                      .Name("normserve_batch_size")
                      .Help("Requests per executed batch")
@@ -197,7 +197,7 @@ void Metrics::RecordInterTokenLatency(const std::string& model, const std::strin
 
 void Metrics::SetSequences(const std::string& model, int64_t running, int64_t waiting) {
   running_sequences_->Add({{"model", model}}).Set(static_cast<double>(running));
-  waiting_sequences_->Add({{"model", model}}).Set(static_cast<double>(waiting));
+  waiting_requests_->Add({{"model", model}}).Set(static_cast<double>(waiting));
 }
 
 void Metrics::SetQueueDepth(const std::string& model, int64_t depth) {

@@ -69,7 +69,7 @@ class Metrics {
   prometheus::Family<prometheus::Histogram>* time_to_first_token_;
   prometheus::Family<prometheus::Histogram>* inter_token_latency_;
   prometheus::Family<prometheus::Gauge>* running_sequences_;
-  prometheus::Family<prometheus::Gauge>* waiting_sequences_;
+  prometheus::Family<prometheus::Gauge>* waiting_requests_;
   prometheus::Family<prometheus::Histogram>* batch_size_;
   prometheus::Family<prometheus::Histogram>* batch_tokens_;
   prometheus::Family<prometheus::Gauge>* queue_depth_;

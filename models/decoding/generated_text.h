@@ -23,9 +23,7 @@ class GeneratedText {
   // Releases what was held back; returns the whole text sent.
   std::string Finish();
 
-  int64_t tokens() const { return static_cast<int64_t>(generated_.size()); }
   bool stopped_by_string() const { return stopped_by_string_; }
-  bool cancelled() const { return cancelled_; }
 
  private:
   void SendUpTo(size_t end);

@@ -135,13 +135,10 @@ bool StepEngine::idle() const {
 EngineLoad StepEngine::load() const {
   const State& s = *state_;
   EngineLoad load;
-  load.running_requests = static_cast<int64_t>(s.translations.size() -
-                                               s.waiting_translations.size() + s.streams.size());
   load.running_sequences = static_cast<int64_t>(s.sentences.size() + s.streams.size());
   load.running_rows = s.slots.live_rows();
   load.waiting_requests =
       static_cast<int64_t>(s.waiting_translations.size() + s.waiting_streams.size());
-  load.reserved_bytes = s.reserved;
   return load;
 }
 

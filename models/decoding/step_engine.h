@@ -42,11 +42,9 @@ struct GenerationWork {
 };
 
 struct EngineLoad {
-  int64_t running_requests = 0;
   int64_t running_sequences = 0;  // sentences or streams decoding
   int64_t running_rows = 0;       // their beams
   int64_t waiting_requests = 0;   // added, waiting for memory
-  int64_t reserved_bytes = 0;     // estimated memory of the running requests
 };
 
 class StepEngine {

@@ -44,7 +44,7 @@ void LogProbRows(float* logits, int64_t rows, int64_t vocab, const float* offset
       nan |= row[v] != row[v];
       best = row[v] > best ? row[v] : best;
     }
-    if (nan || best == kNegInf || std::isinf(best)) {
+    if (nan || std::isinf(best)) {  // NaN, +inf, or no possible token
       std::fill(row, row + vocab, kNegInf);
       continue;
     }

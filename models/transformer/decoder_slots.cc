@@ -105,12 +105,4 @@ void DecoderSlots::CopyRows(const std::vector<Copy>& copies) {
   }
 }
 
-int64_t DecoderSlots::bytes() const {
-  int64_t total = 0;
-  for (const auto* buffers : {&self_keys, &self_values, &cross_keys, &cross_values}) {
-    for (const at::Tensor& t : *buffers) total += t.numel() * t.element_size();
-  }
-  return total;
-}
-
 }  // namespace normserve

@@ -34,8 +34,6 @@ class DecoderSlots {
   };
   void CopyRows(const std::vector<Copy>& copies);
 
-  // Bytes held by the buffers (their capacity, used or not).
-  int64_t bytes() const;
   int64_t live_rows() const { return row_capacity_ - static_cast<int64_t>(free_rows_.size()); }
 
   std::vector<at::Tensor> self_keys, self_values;    // per layer [rows, H, T, Dh]

@@ -123,6 +123,22 @@ def set_nan(path, tensor, count):
         f.write(nan * count)
 
 
+def write_non_utf8_key(path):
+    """Writes a header key that is not UTF-8, which the JSON parser quotes in its error."""
+    with open(path, "r+b") as f:
+        f.seek(8)
+        f.write(b'{"\xff\xfe\x80":')
+
+
+def add_version_2(root, change):
+    """deen version 2: a copy of version 1 whose model.safetensors `change` edits, prepared
+    beside the repository and moved in whole."""
+    staging = os.path.join(root, "staging")
+    shutil.copytree(os.path.join(root, "deen", "1"), staging)
+    change(os.path.join(staging, "model.safetensors"))
+    os.rename(staging, os.path.join(root, "deen", "2"))
+
+
 class WeightsRewrite(unittest.TestCase):
     def test_rewriting_the_serving_weights_in_place_never_kills_the_server(self):
         root = copy_repository(["deen"])
@@ -170,11 +186,7 @@ class WeightsRewrite(unittest.TestCase):
         try:
             client = stub(normserved.target)
             self.assertEqual(translate(client).version, 1)
-            # Version 2 is prepared beside the repository and moved in whole.
-            staging = os.path.join(root, "staging")
-            shutil.copytree(os.path.join(root, "deen", "1"), staging)
-            set_nan(os.path.join(staging, "model.safetensors"), "decoder.layers.0.fc1.weight", 3)
-            os.rename(staging, os.path.join(root, "deen", "2"))
+            add_version_2(root, lambda weights: set_nan(weights, "decoder.layers.0.fc1.weight", 3))
 
             def refused():
                 info = client.GetModel(pb.GetModelRequest(model="deen"), timeout=10)
@@ -197,12 +209,7 @@ class WeightsRewrite(unittest.TestCase):
         normserved = NormservedProcess(NORMSERVED, root, *POLL)
         try:
             client = stub(normserved.target)
-            staging = os.path.join(root, "staging")
-            shutil.copytree(os.path.join(root, "deen", "1"), staging)
-            with open(os.path.join(staging, "model.safetensors"), "r+b") as f:
-                f.seek(8)
-                f.write(b'{"\xff\xfe\x80":')  # a key the JSON parser quotes in its error
-            os.rename(staging, os.path.join(root, "deen", "2"))
+            add_version_2(root, write_non_utf8_key)
 
             def refused():
                 info = client.GetModel(pb.GetModelRequest(model="deen"), timeout=10)
