@@ -6,6 +6,7 @@
 #include <malloc.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <string>
 #include <thread>
@@ -17,6 +18,13 @@ int SetComputeThreads(int n) {
       n > 0 ? n : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   at::set_num_threads(threads);
   return at::get_num_threads();
+}
+
+void SetThreadComputeThreads(int n) {
+  // ATen sets a thread's count from the process-wide one at the thread's first parallel
+  // work; doing that first keeps it from overwriting ours later.
+  at::get_num_threads();
+  at::set_num_threads(std::max(1, n));
 }
 
 void KeepLargeBlocksForReuse() {

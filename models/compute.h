@@ -9,6 +9,11 @@ namespace normserve {
 // otherwise picks 1 thread on a 2-core machine. Returns the number in effect.
 int SetComputeThreads(int n);
 
+// Sets the intra-op threads of ATen's parallel work started from the calling thread (OpenMP
+// keeps the count per thread), so that each model instance runs its kernels on its own
+// count. BLIS's GEMMs ignore it: Debian's BLIS 0.9 keeps one count for the process.
+void SetThreadComputeThreads(int n);
+
 // Two settings that at::set_num_threads does not reach and that the libraries read when they
 // load: Debian's BLIS runs its GEMMs on one thread unless OMP_NUM_THREADS (or
 // BLIS_NUM_THREADS) says otherwise (27 against 53 GFLOP/s on 2 cores), and OpenMP threads

@@ -11,15 +11,19 @@ constexpr auto kCancelPoll = std::chrono::milliseconds(10);
 
 }  // namespace
 
-Batcher::Batcher(std::string name, BatcherConfig config, std::unique_ptr<BatchRunner> runner,
-                 BatcherObserver observer)
+Batcher::Batcher(std::string name, BatcherConfig config,
+                 std::vector<std::unique_ptr<BatchRunner>> runners, BatcherObserver observer)
     : name_(std::move(name)),
       config_(config),
-      runner_(std::move(runner)),
       observer_(std::move(observer)),
-      queues_(static_cast<size_t>(std::max(1, config.priority_levels))) {
+      queues_(static_cast<size_t>(std::max(1, config.priority_levels))),
+      instances_(runners.size()) {
+  // Every instance exists before any thread reads instances_.
+  for (size_t i = 0; i < runners.size(); ++i) instances_[i].runner = std::move(runners[i]);
   scheduler_ = std::thread([this] { Schedule(); });
-  executor_ = std::thread([this] { Execute(); });
+  for (Instance& instance : instances_) {
+    instance.executor = std::thread([this, &instance] { Execute(instance); });
+  }
 }
 
 Batcher::~Batcher() { Stop(std::chrono::milliseconds(0)); }
@@ -56,7 +60,9 @@ void Batcher::Stop(std::chrono::milliseconds grace) {
   }
   wake_.notify_all();
   if (scheduler_.joinable()) scheduler_.join();
-  if (executor_.joinable()) executor_.join();
+  for (Instance& instance : instances_) {
+    if (instance.executor.joinable()) instance.executor.join();
+  }
 }
 
 int64_t Batcher::queue_depth() const {
@@ -112,17 +118,29 @@ void Batcher::Answer(std::vector<Rejected>& rejected, Clock::time_point now) {
   rejected.clear();
 }
 
-RunnerLoad Batcher::RoomLocked() const {
-  return {config_.max_batch_size - running_.requests, config_.max_batch_tokens - running_.tokens};
+RunnerLoad Batcher::RoomLocked(const Instance& instance) const {
+  return {config_.max_batch_size - instance.running.requests,
+          config_.max_batch_tokens - instance.running.tokens};
 }
 
-std::vector<std::shared_ptr<QueuedRequest>> Batcher::TakeBatchLocked() {
+Batcher::Instance* Batcher::ReceiverLocked() {
+  Instance* best = nullptr;
+  for (Instance& instance : instances_) {
+    if (instance.running_batch || !instance.next_batch.empty()) continue;
+    const RunnerLoad room = RoomLocked(instance);
+    if (instance.running.requests > 0 && (room.requests <= 0 || room.tokens <= 0)) continue;
+    if (best == nullptr || instance.running.tokens < best->running.tokens) best = &instance;
+  }
+  return best;
+}
+
+std::vector<std::shared_ptr<QueuedRequest>> Batcher::TakeBatchLocked(const Instance& receiver) {
   auto head_queue =
       std::find_if(queues_.begin(), queues_.end(), [](auto& q) { return !q.empty(); });
   std::shared_ptr<QueuedRequest> head = head_queue->front();
-  // A request larger than the budget runs, but only when the runner has nothing else.
-  const RunnerLoad room = RoomLocked();
-  const bool alone = running_.requests == 0;
+  // A request larger than the budget runs, but only when the instance has nothing else.
+  const RunnerLoad room = RoomLocked(receiver);
+  const bool alone = receiver.running.requests == 0;
   if (!alone && (room.requests < 1 || head->tokens() > room.tokens)) return {};
   head_queue->pop_front();
 
@@ -190,15 +208,15 @@ void Batcher::Schedule() {
       continue;
     }
     const auto poll = std::min(earliest_deadline, now + kCancelPoll);
-    const RunnerLoad room = RoomLocked();
-    if (running_batch_ || !next_batch_.empty() ||
-        (running_.requests > 0 && (room.requests <= 0 || room.tokens <= 0))) {
-      // The executor runs a batch or has one to take, or the runner is full: the queue grows
+    Instance* receiver = ReceiverLocked();
+    if (receiver == nullptr) {
+      // Every executor runs a batch or has one to take, or its runner is full: the queue grows
       // meanwhile (its requests can still expire), and a larger batch forms when there is
       // room. A batch formed during a step waits at most that step.
       wake_.wait_until(lock, stopping_ ? std::min(poll, stop_deadline_) : poll);
       continue;
     }
+    const RunnerLoad room = RoomLocked(*receiver);
     // The head of the highest non-empty priority decides when the batch is due.
     const auto& head =
         std::find_if(queues_.begin(), queues_.end(), [](auto& q) { return !q.empty(); })->front();
@@ -217,8 +235,8 @@ void Batcher::Schedule() {
       wake_.wait_until(lock, std::min(due, poll));
       continue;
     }
-    next_batch_ = TakeBatchLocked();
-    if (next_batch_.empty()) {
+    receiver->next_batch = TakeBatchLocked(*receiver);
+    if (receiver->next_batch.empty()) {
       wake_.wait_until(lock, stopping_ ? std::min(poll, stop_deadline_) : poll);
       continue;
     }
@@ -226,11 +244,11 @@ void Batcher::Schedule() {
     // Copies for the observers, which run without the lock.
     std::vector<double> waited;
     int64_t batch_tokens = 0;
-    for (const auto& r : next_batch_) {
+    for (const auto& r : receiver->next_batch) {
       batch_tokens += r->tokens();
       waited.push_back(std::chrono::duration<double>(now - r->enqueued_at).count());
     }
-    batch_ready_.notify_one();
+    batch_ready_.notify_all();
     lock.unlock();
     if (observer_.queued_for) {
       for (double seconds : waited) observer_.queued_for(seconds);
@@ -242,37 +260,40 @@ void Batcher::Schedule() {
     lock.lock();
   }
   scheduler_done_ = true;
-  batch_ready_.notify_one();
+  batch_ready_.notify_all();
   lock.unlock();
   Answer(rejected, Clock::now());
   Report(0);
 }
 
-void Batcher::Execute() {
+void Batcher::Execute(Instance& instance) {
+  instance.runner->OnExecutorStart();
   bool busy = false;  // the runner has work in its step loop
   for (;;) {
     std::vector<std::shared_ptr<QueuedRequest>> batch;
     {
       std::unique_lock<std::mutex> lock(mutex_);
-      batch_ready_.wait(lock, [&] { return busy || !next_batch_.empty() || scheduler_done_; });
-      if (!busy && next_batch_.empty()) return;  // the scheduler is done and so is the runner
-      batch = std::move(next_batch_);
-      next_batch_.clear();
-      running_batch_ = !batch.empty();
+      batch_ready_.wait(lock,
+                        [&] { return busy || !instance.next_batch.empty() || scheduler_done_; });
+      // The scheduler is done and so is this runner.
+      if (!busy && instance.next_batch.empty()) return;
+      batch = std::move(instance.next_batch);
+      instance.next_batch.clear();
+      instance.running_batch = !batch.empty();
     }
     if (!batch.empty()) {
-      runner_->Run(batch);
+      instance.runner->Run(batch);
       batch.clear();
-      const RunnerLoad load = runner_->load();
+      const RunnerLoad load = instance.runner->load();
       std::lock_guard<std::mutex> lock(mutex_);
-      running_batch_ = false;
-      running_ = load;  // before the scheduler forms the next batch against it
+      instance.running_batch = false;
+      instance.running = load;  // before the scheduler forms the next batch against it
     }
-    busy = runner_->Step();
-    const RunnerLoad load = runner_->load();
+    busy = instance.runner->Step();
+    const RunnerLoad load = instance.runner->load();
     {
       std::lock_guard<std::mutex> lock(mutex_);
-      running_ = load;
+      instance.running = load;
     }
     wake_.notify_all();
   }

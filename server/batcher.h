@@ -1,14 +1,15 @@
 // The dynamic batcher of one served model: a bounded, prioritized queue, a scheduler thread
-// that forms batches of compatible requests of similar length, and an executor thread that
-// hands them to a BatchRunner and, between batches, runs the runner's steps: work that joined
-// a step loop (the decoding engine) advances one step at a time, and new batches join it
-// between steps. The scheduler keeps expiring queued requests meanwhile.
+// that forms batches of compatible requests of similar length, and one executor thread per
+// model instance that hands them to its own BatchRunner and, between batches, runs the
+// runner's steps: work that joined a step loop (the decoding engine) advances one step at a
+// time, and new batches join it between steps. The scheduler keeps expiring queued requests
+// meanwhile.
 //
-// A batch is handed over when it is full (max_batch_size requests or max_batch_tokens
-// tokens, counting what the runner is still working on) or when its oldest request has
-// waited max_queue_delay. Requests whose deadline passes or whose client cancels while they
-// wait leave the queue with that outcome. No gRPC here: requests report their fate through
-// virtual calls, so the batcher is tested on its own.
+// A batch goes to the instance with the least running work that can take one, when it is
+// full (max_batch_size requests or max_batch_tokens tokens, counting what that instance is
+// still working on) or when its oldest request has waited max_queue_delay. Requests whose deadline
+// passes or whose client cancels while they wait leave the queue with that outcome. No gRPC here:
+// requests report their fate through virtual calls, so the batcher is tested on its own.
 #pragma once
 
 #include <chrono>
@@ -25,6 +26,13 @@
 namespace normserve {
 
 struct BatcherConfig {
+  // Model instances: executors that each run their own batches and steps on a thread of their
+  // own (Triton's instance groups, CTranslate2's inter_threads). Every limit below is per
+  // instance.
+  int instances = 1;
+  // Intra-op threads of each instance's own kernels (ATen's parallel_for: norms, attention).
+  // The GEMMs run on Debian's BLIS, whose thread count is one for the process (--threads).
+  int threads = 1;
   int64_t max_batch_size = 64;      // requests per batch, or running in the step loop
   int64_t max_batch_tokens = 4096;  // tokens per batch (a single larger request still runs)
   std::chrono::microseconds max_queue_delay{2000};
@@ -82,6 +90,8 @@ class BatchRunner {
   // One step of the admitted work; false when there is none.
   virtual bool Step() = 0;
   virtual RunnerLoad load() const = 0;
+  // Called first on the executor thread that will make every other call.
+  virtual void OnExecutorStart() {}
 };
 
 // What the batcher reports to the metrics.
@@ -93,7 +103,8 @@ struct BatcherObserver {
 
 class Batcher {
  public:
-  Batcher(std::string name, BatcherConfig config, std::unique_ptr<BatchRunner> runner,
+  // One model instance per runner.
+  Batcher(std::string name, BatcherConfig config, std::vector<std::unique_ptr<BatchRunner>> runners,
           BatcherObserver observer = {});
   // Stops with no grace: queued requests are rejected as shutting down.
   ~Batcher();
@@ -120,41 +131,49 @@ class Batcher {
     std::string message;
   };
 
+  // One executor and what the scheduler knows of it.
+  struct Instance {
+    std::unique_ptr<BatchRunner> runner;
+    std::vector<std::shared_ptr<QueuedRequest>> next_batch;  // formed, not yet taken
+    bool running_batch = false;                              // the executor is in BatchRunner::Run
+    RunnerLoad running;  // the runner's load after its last step
+    std::thread executor;
+  };
+
   void Schedule();
-  void Execute();
+  void Execute(Instance& instance);
   // Moves cancelled and expired requests to *rejected; returns the earliest deadline left.
   Clock::time_point ExpireLocked(Clock::time_point now, std::vector<Rejected>* rejected);
   // Answers them and reports their time in the queue; called without the lock.
   void Answer(std::vector<Rejected>& rejected, Clock::time_point now);
-  // The next batch within what the runner leaves of the batch budget; empty when nothing
+  // The instance that takes the next batch: free of a batch in hand, with room, least loaded;
+  // null when none.
+  Instance* ReceiverLocked();
+  // The next batch within what the instance leaves of the batch budget; empty when nothing
   // fits.
-  std::vector<std::shared_ptr<QueuedRequest>> TakeBatchLocked();
-  // Requests and tokens a new batch may still bring.
-  RunnerLoad RoomLocked() const;
+  std::vector<std::shared_ptr<QueuedRequest>> TakeBatchLocked(const Instance& receiver);
+  // Requests and tokens a new batch for the instance may still bring.
+  RunnerLoad RoomLocked(const Instance& instance) const;
   int64_t DepthLocked() const;
   void Report(int64_t depth);
 
   const std::string name_;
   const BatcherConfig config_;
-  const std::unique_ptr<BatchRunner> runner_;
   const BatcherObserver observer_;
 
-  // Guards the queues and every field below up to the threads: accepting_, stopping_,
-  // stop_deadline_, next_batch_, running_batch_, running_, scheduler_done_. Never held while a
-  // request is answered, a batch or step runs or an observer is called.
+  // Guards the queues, accepting_, stopping_, stop_deadline_, scheduler_done_ and each
+  // instance's next_batch, running_batch and running (its runner is its executor's alone).
+  // Never held while a request is answered, a batch or step runs or an observer is called.
   mutable std::mutex mutex_;
-  std::condition_variable wake_;
+  std::condition_variable wake_;                                    // the scheduler waits on it
+  std::condition_variable batch_ready_;                             // the executors wait on it
   std::vector<std::deque<std::shared_ptr<QueuedRequest>>> queues_;  // one per priority
   bool accepting_ = true;
   bool stopping_ = false;
   Clock::time_point stop_deadline_ = Clock::time_point::max();
-  std::vector<std::shared_ptr<QueuedRequest>> next_batch_;  // formed, not yet taken
-  bool running_batch_ = false;                              // the executor is in BatchRunner::Run
-  RunnerLoad running_;                                      // the runner's load after its last step
-  std::condition_variable batch_ready_;
   bool scheduler_done_ = false;
+  std::vector<Instance> instances_;
   std::thread scheduler_;
-  std::thread executor_;
 };
 
 }  // namespace normserve

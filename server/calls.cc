@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstdio>
 
+#include "models/compute.h"
 #include "models/decoding/step_engine.h"
 #include "models/errors.h"
 #include "proto/status_names.h"
@@ -44,16 +45,24 @@ InferenceCall::InferenceCall(Kind kind, grpc::CallbackServerContext* context,
                              const CallEnvironment& env, const char* rpc, Clock::time_point arrived)
     : context_(context),
       model_(std::move(model)),
-      record_(env.metrics, rpc, arrived),
       kind_(kind),
       shutdown_(env.shutdown),
       priority_(priority),
       tokens_(tokens),
-      deadline_(SteadyDeadline(context)) {}
+      deadline_(context ? SteadyDeadline(context) : Clock::now() + kUnattendedDeadline) {
+  if (context) record_.emplace(env.metrics, rpc, arrived);
+}
 
 void InferenceCall::Finish(const grpc::Status& status) {
   if (finished_.exchange(true)) return;
-  record_.Finish(status, model_.get());
+  if (record_) record_->Finish(status, model_.get());
+  if (on_finish_) {
+    try {
+      on_finish_(status);
+    } catch (const std::exception&) {
+      // A hook (shadow traffic) must never keep the client from its answer.
+    }
+  }
   Respond(status);
 }
 
@@ -112,7 +121,9 @@ TranslateCall::TranslateCall(grpc::CallbackServerContext* context,
       response(response_in),
       reactor_(reactor) {}
 
-void TranslateCall::Respond(const grpc::Status& status) { reactor_->Finish(status); }
+void TranslateCall::Respond(const grpc::Status& status) {
+  if (reactor_) reactor_->Finish(status);
+}
 
 ScoreCall::ScoreCall(grpc::CallbackServerContext* context, grpc::ServerUnaryReactor* reactor,
                      std::shared_ptr<const ServedModel> model, int priority, TokenBatch sources_in,
@@ -125,7 +136,9 @@ ScoreCall::ScoreCall(grpc::CallbackServerContext* context, grpc::ServerUnaryReac
       response(response_in),
       reactor_(reactor) {}
 
-void ScoreCall::Respond(const grpc::Status& status) { reactor_->Finish(status); }
+void ScoreCall::Respond(const grpc::Status& status) {
+  if (reactor_) reactor_->Finish(status);
+}
 
 GenerateCall::GenerateCall(grpc::CallbackServerContext* context,
                            std::shared_ptr<GenerateStream> stream,
@@ -139,11 +152,18 @@ GenerateCall::GenerateCall(grpc::CallbackServerContext* context,
       options(std::move(options_in)),
       stream_(std::move(stream)) {}
 
-bool GenerateCall::cancelled() const { return stream_->gone() || context_->IsCancelled(); }
+bool GenerateCall::cancelled() const {
+  return (stream_ && stream_->gone()) || InferenceCall::cancelled();
+}
 
-void GenerateCall::Respond(const grpc::Status& status) { stream_->Complete(status); }
+void GenerateCall::Respond(const grpc::Status& status) {
+  if (stream_) stream_->Complete(status);
+}
 
-bool GenerateCall::Send(v1::GenerateResponse message) { return stream_->Push(std::move(message)); }
+bool GenerateCall::Send(v1::GenerateResponse message) {
+  if (keep_text_) text_ += message.text();
+  return stream_ ? stream_->Push(std::move(message)) : true;
+}
 
 void GenerateCall::RecordToken(Metrics* metrics) {
   const auto now = Clock::now();
@@ -265,10 +285,15 @@ struct ModelRunner::Engine {
   std::vector<std::shared_ptr<InferenceCall>> calls;
 };
 
-ModelRunner::ModelRunner(Metrics* metrics, int64_t memory_budget_bytes)
-    : metrics_(metrics), memory_budget_bytes_(memory_budget_bytes) {}
+ModelRunner::ModelRunner(Metrics* metrics, const BatcherConfig& config, int instance)
+    : metrics_(metrics),
+      memory_budget_bytes_(config.memory_budget_bytes),
+      threads_(config.threads),
+      instance_(std::to_string(instance)) {}
 
 ModelRunner::~ModelRunner() = default;
+
+void ModelRunner::OnExecutorStart() { SetThreadComputeThreads(threads_); }
 
 void ModelRunner::Run(std::vector<std::shared_ptr<QueuedRequest>>& batch) {
   auto* first = static_cast<InferenceCall*>(batch.front().get());
@@ -409,7 +434,7 @@ bool ModelRunner::Step() {
         std::remove_if(calls.begin(), calls.end(), [](const auto& c) { return c->finished(); }),
         calls.end());
     const EngineLoad engine_load = engine.engine->load();
-    metrics_->SetSequences(model.name(), engine_load.running_sequences,
+    metrics_->SetSequences(model.name(), instance_, engine_load.running_sequences,
                            engine_load.waiting_requests);
     if (calls.empty() && engine.engine->idle()) {
       it = engines_.erase(it);

@@ -7,6 +7,7 @@
 
 #include <atomic>
 #include <deque>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -60,6 +61,9 @@ class InferenceCall : public QueuedRequest {
  public:
   enum class Kind { kTranslate, kScore, kGenerate };
 
+  // `context` is null for a call no client waits for (a shadow copy, server/shadow_traffic.h):
+  // it is not counted as a request, nothing can cancel it, and its deadline is
+  // kUnattendedDeadline from now.
   InferenceCall(Kind kind, grpc::CallbackServerContext* context,
                 std::shared_ptr<const ServedModel> model, int priority, int64_t tokens,
                 const CallEnvironment& env, const char* rpc, Clock::time_point arrived);
@@ -68,7 +72,7 @@ class InferenceCall : public QueuedRequest {
   int64_t tokens() const override { return tokens_; }
   int priority() const override { return priority_; }
   Clock::time_point deadline() const override { return deadline_; }
-  bool cancelled() const override { return context_->IsCancelled(); }
+  bool cancelled() const override { return context_ != nullptr && context_->IsCancelled(); }
   void Reject(Rejection why, const std::string& message) override;
 
   Kind kind() const { return kind_; }
@@ -82,13 +86,17 @@ class InferenceCall : public QueuedRequest {
   grpc::Status StoppedStatus() const;
   // Answers the client, once: later calls do nothing.
   void Finish(const grpc::Status& status);
+  // Runs in Finish, before the client is answered, while the response is whole.
+  void OnFinish(std::function<void(const grpc::Status&)> hook) { on_finish_ = std::move(hook); }
+
+  static constexpr std::chrono::seconds kUnattendedDeadline{60};
 
  protected:
   virtual void Respond(const grpc::Status& status) = 0;
 
   grpc::CallbackServerContext* const context_;
   const std::shared_ptr<const ServedModel> model_;
-  CallRecord record_;
+  std::optional<CallRecord> record_;  // none without a client
 
  private:
   const Kind kind_;
@@ -97,8 +105,10 @@ class InferenceCall : public QueuedRequest {
   const int64_t tokens_;
   const Clock::time_point deadline_;
   std::atomic<bool> finished_{false};
+  std::function<void(const grpc::Status&)> on_finish_;
 };
 
+// The reactor of a Translate or Score call is null for a call without a client.
 class TranslateCall : public InferenceCall {
  public:
   TranslateCall(grpc::CallbackServerContext* context, grpc::ServerUnaryReactor* reactor,
@@ -131,7 +141,8 @@ class ScoreCall : public InferenceCall {
   grpc::ServerUnaryReactor* reactor_;
 };
 
-// A Generate stream: the worker pushes text pieces; gRPC writes them one at a time.
+// A Generate stream: the worker pushes text pieces; gRPC writes them one at a time. Null for
+// a call without a client.
 class GenerateStream;
 
 class GenerateCall : public InferenceCall {
@@ -144,6 +155,9 @@ class GenerateCall : public InferenceCall {
   bool Send(v1::GenerateResponse message);
   // A token was decoded: its time since arrival (the first) or since the previous token.
   void RecordToken(Metrics* metrics);
+  // Keeps the text sent so far, for text().
+  void KeepText() { keep_text_ = true; }
+  const std::string& text() const { return text_; }
 
   std::vector<int64_t> prompt;
   GenerationOptions options;
@@ -151,6 +165,8 @@ class GenerateCall : public InferenceCall {
  private:
   void Respond(const grpc::Status& status) override;
   std::shared_ptr<GenerateStream> stream_;
+  bool keep_text_ = false;
+  std::string text_;  // only the engine's thread touches it
   const Clock::time_point arrived_;
   Clock::time_point last_token_at_{};  // none yet; only the engine's thread touches it
 };
@@ -189,12 +205,14 @@ class GenerateStream : public grpc::ServerWriteReactor<v1::GenerateResponse>,
 // as their sequences finish (Generate streams each token's text as its step ends).
 class ModelRunner : public BatchRunner {
  public:
-  ModelRunner(Metrics* metrics, int64_t memory_budget_bytes);
+  // The runner of model instance `instance` (0-based) of a model served with `config`.
+  ModelRunner(Metrics* metrics, const BatcherConfig& config, int instance);
   ~ModelRunner() override;
 
   void Run(std::vector<std::shared_ptr<QueuedRequest>>& batch) override;
   bool Step() override;
   RunnerLoad load() const override { return load_; }
+  void OnExecutorStart() override;
 
  private:
   struct Engine;
@@ -205,6 +223,8 @@ class ModelRunner : public BatchRunner {
 
   Metrics* const metrics_;
   const int64_t memory_budget_bytes_;
+  const int threads_;
+  const std::string instance_;  // its metrics label
   // One engine per loaded model version with work; dropped when idle, so that an unloaded
   // version is freed.
   std::map<const ServedModel*, std::unique_ptr<Engine>> engines_;

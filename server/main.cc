@@ -21,7 +21,7 @@ int main(int argc, char** argv) {
     return 2;
   }
 
-  normserve::RestartWithComputeEnvironment(argv, options.threads);
+  normserve::RestartWithComputeEnvironment(argv, options.batching.threads);
   // Signals are taken by a dedicated thread with sigwait, so shutdown runs as ordinary code.
   sigset_t signals;
   sigemptyset(&signals);
@@ -29,7 +29,7 @@ int main(int argc, char** argv) {
   sigaddset(&signals, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
-  const int threads = normserve::SetComputeThreads(options.threads);
+  const int threads = normserve::SetComputeThreads(options.batching.threads);
   normserve::KeepLargeBlocksForReuse();
   normserve::LogInfo("compute threads: " + std::to_string(threads));
   std::unique_ptr<normserve::NormServer> server;

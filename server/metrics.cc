@@ -50,6 +50,20 @@ const prometheus::Histogram::BucketBoundaries& NormBuckets() {
   return buckets;
 }
 
+// The share of a request's texts that agree: 0 .. 1.
+const prometheus::Histogram::BucketBoundaries& RatioBuckets() {
+  static const prometheus::Histogram::BucketBoundaries buckets = {0,    0.5,  0.8,   0.9,
+                                                                  0.95, 0.99, 0.999, 1};
+  return buckets;
+}
+
+// Log-probability differences: 1e-7 (float rounding) .. 1 in factors of 10.
+const prometheus::Histogram::BucketBoundaries& LogprobDiffBuckets() {
+  static const prometheus::Histogram::BucketBoundaries buckets = {1e-7, 1e-6, 1e-5, 1e-4,
+                                                                  1e-3, 1e-2, 1e-1, 1};
+  return buckets;
+}
+
 }  // namespace
 
 Metrics::Metrics(const std::string& address) : registry_(std::make_shared<prometheus::Registry>()) {
@@ -130,6 +144,28 @@ Metrics::Metrics(const std::string& address) : registry_(std::make_shared<promet
                         .Name("normserve_norm_duration_seconds")
                         .Help("Time of the norm layers within one sampled forward pass")
                         .Register(*registry_);
+  shadow_requests_ = &prometheus::BuildCounter()
+                          .Name("normserve_shadow_requests_total")
+                          .Help(
+                              "Copies of answered variant-group requests for a shadow member, "
+                              "by outcome: compared, dropped (its queue was full) or failed")
+                          .Register(*registry_);
+  shadow_agreement_ = &prometheus::BuildHistogram()
+                           .Name("normserve_shadow_agreement_ratio")
+                           .Help(
+                               "Translate and Generate: per request copy, the share of texts "
+                               "whose shadow output equals the primary's")
+                           .Register(*registry_);
+  shadow_logprob_diff_ = &prometheus::BuildHistogram()
+                              .Name("normserve_shadow_logprob_abs_diff")
+                              .Help(
+                                  "Score: per request copy, the mean absolute difference of "
+                                  "token log-probabilities between shadow and primary")
+                              .Register(*registry_);
+  shadow_duration_ = &prometheus::BuildHistogram()
+                          .Name("normserve_shadow_duration_seconds")
+                          .Help("Time of a shadow copy from its queue to its answer")
+                          .Register(*registry_);
   if (!address.empty()) {
     endpoint_ = std::make_unique<MetricsEndpoint>(address, [registry = registry_] {
       return prometheus::TextSerializer().Serialize(registry->Collect());
@@ -195,9 +231,12 @@ void Metrics::RecordInterTokenLatency(const std::string& model, const std::strin
   inter_token_latency_->Add({{"model", model}, {"norm", norm}}, LatencyBuckets()).Observe(seconds);
 }
 
-void Metrics::SetSequences(const std::string& model, int64_t running, int64_t waiting) {
-  running_sequences_->Add({{"model", model}}).Set(static_cast<double>(running));
-  waiting_requests_->Add({{"model", model}}).Set(static_cast<double>(waiting));
+void Metrics::SetSequences(const std::string& model, const std::string& instance, int64_t running,
+                           int64_t waiting) {
+  running_sequences_->Add({{"model", model}, {"instance", instance}})
+      .Set(static_cast<double>(running));
+  waiting_requests_->Add({{"model", model}, {"instance", instance}})
+      .Set(static_cast<double>(waiting));
 }
 
 void Metrics::SetQueueDepth(const std::string& model, int64_t depth) {
@@ -218,6 +257,43 @@ void Metrics::RecordNormTime(const std::string& norm, const std::string& device,
                              const std::string& dtype, double seconds) {
   norm_duration_->Add({{"norm", norm}, {"device", device}, {"dtype", dtype}}, NormBuckets())
       .Observe(seconds);
+}
+
+namespace {
+
+prometheus::Labels ShadowLabels(const Metrics::ShadowPair& p) {
+  return {{"primary", p.primary}, {"shadow", p.shadow}, {"norm", p.norm}, {"rpc", p.rpc}};
+}
+
+const char* OutcomeName(Metrics::ShadowOutcome outcome) {
+  switch (outcome) {
+    case Metrics::ShadowOutcome::kCompared:
+      return "compared";
+    case Metrics::ShadowOutcome::kDropped:
+      return "dropped";
+    case Metrics::ShadowOutcome::kFailed:
+      return "failed";
+  }
+  return "failed";
+}
+
+}  // namespace
+
+void Metrics::RecordShadow(const ShadowPair& pair, ShadowOutcome outcome) {
+  prometheus::Labels labels = ShadowLabels(pair);
+  labels["outcome"] = OutcomeName(outcome);
+  shadow_requests_->Add(labels).Increment();
+}
+
+void Metrics::RecordShadowAgreement(const ShadowPair& pair, double ratio, double seconds) {
+  shadow_agreement_->Add(ShadowLabels(pair), RatioBuckets()).Observe(ratio);
+  shadow_duration_->Add(ShadowLabels(pair), LatencyBuckets()).Observe(seconds);
+}
+
+void Metrics::RecordShadowLogprobDiff(const ShadowPair& pair, double mean_abs_diff,
+                                      double seconds) {
+  shadow_logprob_diff_->Add(ShadowLabels(pair), LogprobDiffBuckets()).Observe(mean_abs_diff);
+  shadow_duration_->Add(ShadowLabels(pair), LatencyBuckets()).Observe(seconds);
 }
 
 }  // namespace normserve

@@ -46,12 +46,24 @@ class Metrics {
   // sequences running and the requests waiting for memory after each step.
   void RecordTimeToFirstToken(const std::string& model, const std::string& norm, double seconds);
   void RecordInterTokenLatency(const std::string& model, const std::string& norm, double seconds);
-  void SetSequences(const std::string& model, int64_t running, int64_t waiting);
+  void SetSequences(const std::string& model, const std::string& instance, int64_t running,
+                    int64_t waiting);
   // The model's max_queue_size, so that dashboards and alerts can relate the depth to it.
   void SetMaxQueueSize(const std::string& model, int64_t size);
   void AddInflight(int64_t delta);
   // kind: "source" (tokens read) or "generated" (tokens written).
   void AddTokens(const std::string& model, const std::string& kind, int64_t count);
+  // Shadow traffic (server/shadow_traffic.h): a copy of a request answered by `primary` that
+  // was run on `shadow` (or dropped, or failed), and how its answer compared.
+  struct ShadowPair {
+    std::string primary, shadow, norm, rpc;  // norm: the shadow's
+  };
+  enum class ShadowOutcome { kCompared, kDropped, kFailed };
+  void RecordShadow(const ShadowPair& pair, ShadowOutcome outcome);
+  // Translate and Generate: the share of the request's texts that came out identical.
+  void RecordShadowAgreement(const ShadowPair& pair, double ratio, double seconds);
+  // Score: the mean absolute difference of the token log-probabilities.
+  void RecordShadowLogprobDiff(const ShadowPair& pair, double mean_abs_diff, double seconds);
   // The norm layers' own time inside a forward (models/norm/norm_timing.h).
   void RecordNormTime(const std::string& norm, const std::string& device, const std::string& dtype,
                       double seconds);
@@ -77,6 +89,10 @@ class Metrics {
   prometheus::Gauge* inflight_;
   prometheus::Family<prometheus::Counter>* tokens_;
   prometheus::Family<prometheus::Histogram>* norm_duration_;
+  prometheus::Family<prometheus::Counter>* shadow_requests_;
+  prometheus::Family<prometheus::Histogram>* shadow_agreement_;
+  prometheus::Family<prometheus::Histogram>* shadow_logprob_diff_;
+  prometheus::Family<prometheus::Histogram>* shadow_duration_;
 };
 
 }  // namespace normserve

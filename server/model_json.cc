@@ -48,7 +48,10 @@ ModelServingConfig ParseModelJson(const std::string& text, const std::string& so
                                  "weight",
                                  "description",
                                  "memory_budget_mb",
-                                 "convert_norm"};
+                                 "convert_norm",
+                                 "instances",
+                                 "threads",
+                                 "shadow"};
   for (const auto& [key, value] : root.items()) {
     if (std::find(std::begin(kKnown), std::end(kKnown), key) == std::end(kKnown)) {
       throw ModelLoadError(source + ": unknown field '" + key + "'");
@@ -57,6 +60,8 @@ ModelServingConfig ParseModelJson(const std::string& text, const std::string& so
   ModelServingConfig c;
   BatcherConfig& b = c.batching;
   b = defaults;
+  b.instances = static_cast<int>(Integer(root, "instances", b.instances, 1, 64, source));
+  b.threads = static_cast<int>(Integer(root, "threads", b.threads, 1, 1024, source));
   b.max_batch_size = Integer(root, "max_batch_size", b.max_batch_size, 1, 1024, source);
   b.max_batch_tokens = Integer(root, "max_batch_tokens", b.max_batch_tokens, 1, 1 << 20, source);
   b.max_queue_delay = std::chrono::microseconds(
@@ -99,6 +104,23 @@ ModelServingConfig ParseModelJson(const std::string& text, const std::string& so
       throw ModelLoadError(source + ": 'weight' must be a positive number");
     }
     c.weight = root["weight"].get<double>();
+  }
+  if (root.contains("shadow")) {
+    const json& v = root["shadow"];
+    const bool fraction = v.is_object() && v.size() == 1 && v.contains("fraction") &&
+                          v["fraction"].is_number() && v["fraction"].get<double>() > 0 &&
+                          v["fraction"].get<double>() <= 1;
+    if (!fraction) {
+      throw ModelLoadError(source +
+                           ": 'shadow' must be {\"fraction\": F} with 0 < F <= 1, the share of "
+                           "the group's requests copied to this member");
+    }
+    if (c.group.empty()) {
+      throw ModelLoadError(source +
+                           ": 'shadow' needs 'group': a shadow member gets copies of its "
+                           "variant group's requests");
+    }
+    c.shadow_fraction = v["fraction"].get<double>();
   }
   if (root.contains("convert_norm")) {
     const json& v = root["convert_norm"];

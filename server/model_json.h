@@ -4,8 +4,12 @@
 //   {
 //     "max_batch_size": 16, "max_batch_tokens": 4096, "max_queue_delay_us": 2000,
 //     "max_queue_size": 256, "priority_levels": 2, "memory_budget_mb": 1024,
+//     "instances": 1, "threads": 1               model instances, intra-op threads of each
 //     "version_policy": {"latest": 1}            or {"specific": [1, 3]},
 //     "group": "deen", "weight": 1.0             a member of variant group "deen"
+//     "shadow": {"fraction": 0.1}                a shadow member of its group: it gets copies
+//                                                of that fraction of the group's answered
+//                                                requests and none of its traffic
 //     "convert_norm": "rmsnorm"                  serve every version's lossless Pre-RMSNorm
 //                                                equivalent (models/io/norm_conversion.h)
 //   }
@@ -31,6 +35,9 @@ struct ModelServingConfig {
   VersionPolicy versions;
   std::string group;  // empty: in no group
   double weight = 1;  // share of the group's traffic
+  // A shadow member: it takes none of the group's traffic, and copies of `fraction` of the
+  // group's requests run on it after they were answered (server/shadow_traffic.h).
+  std::optional<double> shadow_fraction;
   // Converted at load from the Pre-LN weights on disk; unset: served as stored.
   std::optional<NormKind> convert_norm;
 };

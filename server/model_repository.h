@@ -64,6 +64,13 @@ template <typename Model>
 struct ServingTargetT {
   std::shared_ptr<const Model> model;
   std::shared_ptr<Batcher> batcher;
+  // The shadow members of the request's variant group drawn for it (each with its fraction)
+  // that get a copy once it is answered; none when a model was named.
+  struct Shadow {
+    std::shared_ptr<const Model> model;
+    std::shared_ptr<Batcher> batcher;
+  };
+  std::vector<Shadow> shadows;
 };
 
 template <typename Model>

@@ -438,9 +438,8 @@ void ModelRepositoryT<Model>::PublishReadiness() {
 template <typename Model>
 bool ModelRepositoryT<Model>::ReadyLocked(const std::string& name) const {
   for (const auto& [member, entry] : entries_) {
-    if (entry.present && !entry.ready.empty() && (member == name || entry.serving.group == name)) {
-      return true;
-    }
+    const bool serves_group = entry.serving.group == name && !entry.serving.shadow_fraction;
+    if (entry.present && !entry.ready.empty() && (member == name || serves_group)) return true;
   }
   return false;
 }
@@ -470,8 +469,16 @@ typename ModelRepositoryT<Model>::ServingTarget ModelRepositoryT<Model>::Resolve
     const Entry* hopeful = nullptr;  // a member that is loading, else one that failed
     const std::string* hopeful_name = nullptr;
     double total = 0;
+    std::vector<typename ServingTarget::Shadow> shadows;
     for (const auto& [member, entry] : entries_) {
       if (!entry.present || entry.serving.group != name) continue;
+      if (entry.serving.shadow_fraction) {
+        if (!entry.ready.empty() &&
+            std::bernoulli_distribution(*entry.serving.shadow_fraction)(random_)) {
+          shadows.push_back({entry.ready.rbegin()->second.model, entry.batcher});
+        }
+        continue;
+      }
       if (!entry.ready.empty()) {
         members.emplace_back(&member, entry.serving.weight);
         total += entry.serving.weight;
@@ -500,8 +507,10 @@ typename ModelRepositoryT<Model>::ServingTarget ModelRepositoryT<Model>::Resolve
     for (const auto& [member, weight] : members) {
       pick -= weight;
       if (pick <= 0 || member == members.back().first) {
-        it = entries_.find(*member);
-        break;
+        const Entry& chosen = entries_.find(*member)->second;
+        ServingTarget target{chosen.ready.rbegin()->second.model, chosen.batcher};
+        target.shadows = std::move(shadows);
+        return target;
       }
     }
   }

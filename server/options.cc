@@ -20,7 +20,10 @@ calls get UNAVAILABLE, queued and running calls finish within the grace period, 
   --metrics-address ADDR      metrics listen address, plain HTTP (default 127.0.0.1:9464,
                               reachable from this host only; 0.0.0.0:9464 exposes it on
                               purpose, behind a firewall or NetworkPolicy; "" disables)
-  --threads N                 LibTorch intra-op threads (default 1; README "Threads")
+  --threads N                 intra-op threads of each model instance (default 1; README
+                              "Threads")
+  --instances N               model instances: each runs its own batches on its own thread
+                              (default 1; README "Threads")
   --device DEVICE             cpu (default), or cuda[:N] with a CUDA LibTorch build
   --model-control MODE        none: load every model at start (default)
                               poll: also watch the repository for new, changed and removed
@@ -128,7 +131,9 @@ bool ParseServerOptions(const std::vector<std::string>& args, ServerOptions* o, 
     } else if (flag == "--metrics-address") {
       o->metrics_address = value;
     } else if (flag == "--threads") {
-      o->threads = static_cast<int>(Integer(flag, value, 1, 1024));
+      o->batching.threads = static_cast<int>(Integer(flag, value, 1, 1024));
+    } else if (flag == "--instances") {
+      o->batching.instances = static_cast<int>(Integer(flag, value, 1, 64));
     } else if (flag == "--device") {
       if (const std::string why = CheckComputeDevice(value); !why.empty()) {
         throw std::invalid_argument("--device " + value + ": " + why);

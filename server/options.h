@@ -16,12 +16,12 @@ struct ServerOptions {
   std::string grpc_address = "0.0.0.0:50051";
   TlsOptions tls;                                  // the gRPC port's TLS (none by default)
   std::string metrics_address = "127.0.0.1:9464";  // private by default; empty: none
-  int threads = 1;                                 // LibTorch intra-op threads (README "Threads")
   std::string device = "cpu";
   ModelControl model_control = ModelControl::kNone;
   double repository_poll_secs = 5;
   double shutdown_grace_secs = 30;
-  BatcherConfig batching;                 // defaults for models whose model.json does not say
+  // Defaults for models whose model.json does not say, --threads and --instances included.
+  BatcherConfig batching;
   RequestLimits limits;                   // texts per request and bytes per text (memory: batching)
   int64_t max_message_bytes = 4 << 20;    // largest request message gRPC accepts
   int64_t max_metadata_bytes = 16 << 10;  // request headers (metadata) together

@@ -33,8 +33,11 @@ std::shared_ptr<Batcher> MakeBatcher(const std::string& name, const BatcherConfi
   observer.batch_formed = [metrics, name](int64_t requests, int64_t tokens) {
     metrics->RecordBatch(name, requests, tokens);
   };
-  return std::make_shared<Batcher>(
-      name, config, std::make_unique<ModelRunner>(metrics, config.memory_budget_bytes), observer);
+  std::vector<std::unique_ptr<BatchRunner>> instances;
+  for (int i = 0; i < config.instances; ++i) {
+    instances.push_back(std::make_unique<ModelRunner>(metrics, config, i));
+  }
+  return std::make_shared<Batcher>(name, config, std::move(instances), observer);
 }
 
 // Authentication and whether admin RPCs exist, decided before anything listens or loads

@@ -8,6 +8,7 @@
 #include "server/metrics.h"
 #include "server/model_repository.h"
 #include "server/names.h"
+#include "server/shadow_traffic.h"
 #include "server/worker_pool.h"
 
 namespace normserve {
@@ -155,7 +156,8 @@ NormServeService::NormServeService(ModelRepository* repository, Metrics* metrics
       authorizer_(authorizer),
       limits_(limits),
       env_{metrics, &shutdown_},
-      tokenizer_(std::make_unique<WorkerPool>(tokenizer_threads, kMaxWaitingToTokenize)) {}
+      tokenizer_(std::make_unique<WorkerPool>(tokenizer_threads, kMaxWaitingToTokenize)),
+      shadow_traffic_(std::make_unique<ShadowTraffic>(metrics, env_, limits)) {}
 
 NormServeService::~NormServeService() { StartDraining(Clock::now()); }
 
@@ -180,6 +182,7 @@ grpc::Status NormServeService::Authorize(const grpc::CallbackServerContext& cont
 void NormServeService::StartDraining(Clock::time_point abandon_at) {
   shutdown_.Set(abandon_at);
   draining_ = true;
+  shadow_traffic_->Stop();
   std::unique_ptr<WorkerPool> tokenizer;
   {
     std::lock_guard<std::mutex> lock(tokenizer_mutex_);
@@ -234,7 +237,7 @@ void NormServeService::Infer(grpc::CallbackServerContext* context, const std::st
     }
     std::shared_ptr<InferenceCall> call;
     try {
-      call = prepare(target.model, priority, limits);
+      call = prepare(target.model, priority, limits, target.shadows);
     } catch (const InvalidInputError& e) {
       return refuse(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, e.what()), model);
     }
@@ -269,13 +272,26 @@ grpc::ServerUnaryReactor* NormServeService::Translate(grpc::CallbackServerContex
       context, request->model(), request->version(), request->priority(),
       // DefaultReactor() constructs the reactor anew on each call: call it once, here.
       [this, context, reactor, request, response, arrived](
-          std::shared_ptr<const ServedModel> model, int priority, const RequestLimits& limits) {
+          std::shared_ptr<const ServedModel> model, int priority, const RequestLimits& limits,
+          const std::vector<ShadowMember>& shadows) {
         const TranslationOptions options = FromProto(request->options());
-        TokenBatch sources = model->PrepareTranslate(
-            {request->texts().begin(), request->texts().end()}, options, limits);
-        return std::make_shared<TranslateCall>(context, reactor, model, priority,
-                                               std::move(sources), options, response, env_,
-                                               arrived);
+        std::vector<std::string> texts(request->texts().begin(), request->texts().end());
+        TokenBatch sources = model->PrepareTranslate(texts, options, limits);
+        auto call =
+            std::make_shared<TranslateCall>(context, reactor, model, priority, std::move(sources),
+                                            options, response, env_, arrived);
+        if (shadows.empty()) return call;
+        call->OnFinish([this, shadows, model, texts, options, response](const grpc::Status& s) {
+          if (!s.ok()) return;
+          std::vector<std::string> answers;
+          for (const auto& t : response->translations()) {
+            answers.push_back(t.hypotheses_size() > 0 ? t.hypotheses(0).text() : "");
+          }
+          for (const ShadowMember& shadow : shadows) {
+            shadow_traffic_->Translate(shadow, *model, texts, options, answers);
+          }
+        });
+        return call;
       },
       refuse);
   return reactor;
@@ -290,7 +306,8 @@ grpc::ServerUnaryReactor* NormServeService::Score(grpc::CallbackServerContext* c
   Infer(
       context, request->model(), request->version(), request->priority(),
       [this, context, reactor, request, response, arrived](
-          std::shared_ptr<const ServedModel> model, int priority, const RequestLimits& limits) {
+          std::shared_ptr<const ServedModel> model, int priority, const RequestLimits& limits,
+          const std::vector<ShadowMember>& shadows) {
         if (request->texts_size() > 0 && request->pairs_size() > 0) {
           throw InvalidInputError(
               "send either texts (language models) or pairs (translation "
@@ -308,8 +325,28 @@ grpc::ServerUnaryReactor* NormServeService::Score(grpc::CallbackServerContext* c
           targets =
               model->PrepareScoreTexts({request->texts().begin(), request->texts().end()}, limits);
         }
-        return std::make_shared<ScoreCall>(context, reactor, model, priority, std::move(sources),
-                                           std::move(targets), response, env_, arrived);
+        auto call =
+            std::make_shared<ScoreCall>(context, reactor, model, priority, std::move(sources),
+                                        std::move(targets), response, env_, arrived);
+        if (shadows.empty()) return call;
+        call->OnFinish([this, shadows, model, request, response](const grpc::Status& s) {
+          if (!s.ok()) return;
+          std::vector<std::string> source_texts, target_texts;
+          for (const auto& p : request->pairs()) {
+            source_texts.push_back(p.source());
+            target_texts.push_back(p.target());
+          }
+          target_texts.insert(target_texts.end(), request->texts().begin(), request->texts().end());
+          std::vector<std::vector<float>> answers;
+          for (const auto& result : response->results()) {
+            answers.emplace_back();
+            for (const auto& token : result.tokens()) answers.back().push_back(token.logprob());
+          }
+          for (const ShadowMember& shadow : shadows) {
+            shadow_traffic_->Score(shadow, *model, source_texts, target_texts, answers);
+          }
+        });
+        return call;
       },
       refuse);
   return reactor;
@@ -328,11 +365,23 @@ grpc::ServerWriteReactor<v1::GenerateResponse>* NormServeService::Generate(
   Infer(
       context, request->model(), request->version(), request->priority(),
       [this, context, request, stream, arrived](std::shared_ptr<const ServedModel> model,
-                                                int priority, const RequestLimits& limits) {
+                                                int priority, const RequestLimits& limits,
+                                                const std::vector<ShadowMember>& shadows) {
         const GenerationOptions options = FromProto(request->options());
         std::vector<int64_t> prompt = model->PrepareGenerate(request->prompt(), options, limits);
-        return std::make_shared<GenerateCall>(context, stream, model, priority, std::move(prompt),
-                                              options, env_, arrived);
+        auto call = std::make_shared<GenerateCall>(context, stream, model, priority,
+                                                   std::move(prompt), options, env_, arrived);
+        if (shadows.empty()) return call;
+        call->KeepText();
+        // The hook belongs to the call: a raw pointer, not a cycle of shared ones.
+        GenerateCall* self = call.get();
+        call->OnFinish([this, shadows, model, request, options, self](const grpc::Status& s) {
+          if (!s.ok()) return;
+          for (const ShadowMember& shadow : shadows) {
+            shadow_traffic_->Generate(shadow, *model, request->prompt(), options, self->text());
+          }
+        });
+        return call;
       },
       refuse);
   return stream->reactor();

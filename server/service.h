@@ -15,6 +15,8 @@
 
 namespace normserve {
 
+class ShadowTraffic;
+
 class Metrics;
 class WorkerPool;
 
@@ -58,8 +60,9 @@ class NormServeService final : public v1::NormServe::CallbackService {
 
  private:
   // Authorizes an inference call (scope infer), resolves its model and tokenizes it off
-  // gRPC's threads: `prepare(model, priority, limits)` checks and tokenizes the request and
-  // returns the call, which then waits in the model's batcher. `refuse(status, model)`
+  // gRPC's threads: `prepare(model, priority, limits, shadows)` checks and tokenizes the
+  // request and returns the call, which then waits in the model's batcher; `shadows` are the
+  // shadow members that get a copy once it is answered. `refuse(status, model)`
   // answers a call that never became one.
   template <typename Prepare, typename Refuse>
   void Infer(grpc::CallbackServerContext* context, const std::string& model, int64_t version,
@@ -82,6 +85,7 @@ class NormServeService final : public v1::NormServe::CallbackService {
   std::atomic<bool> draining_{false};
   std::mutex tokenizer_mutex_;  // guards tokenizer_: StartDraining takes it away
   std::unique_ptr<WorkerPool> tokenizer_;
+  std::unique_ptr<ShadowTraffic> shadow_traffic_;
 };
 
 }  // namespace normserve

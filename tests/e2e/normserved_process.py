@@ -4,6 +4,7 @@ import re
 import subprocess
 import threading
 import time
+import urllib.request
 
 STARTUP_SECS = 60
 
@@ -37,6 +38,12 @@ class NormservedProcess:
     def _drain_log(self):
         for line in self.process.stderr:
             self.log.append(line)
+
+    def metrics(self):
+        """The text of one scrape of /metrics."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics",
+                                    timeout=10) as page:
+            return page.read().decode()
 
     def stop(self):
         if self.process.poll() is None:

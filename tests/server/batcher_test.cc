@@ -87,6 +87,13 @@ BatcherConfig Config(int64_t size, int64_t tokens, std::chrono::microseconds del
   return c;
 }
 
+// The runners of a batcher of one model instance.
+std::vector<std::unique_ptr<BatchRunner>> One(std::unique_ptr<BatchRunner> runner) {
+  std::vector<std::unique_ptr<BatchRunner>> runners;
+  runners.push_back(std::move(runner));
+  return runners;
+}
+
 bool Enqueue(Batcher& b, const std::shared_ptr<FakeRequest>& r) {
   std::string why;
   return b.Enqueue(r, &why) == Batcher::EnqueueResult::kQueued;
@@ -104,7 +111,7 @@ std::shared_ptr<FakeRequest> OccupyExecutor(Batcher& batcher, Recorder& recorder
 
 TEST(BatcherTest, WaitsForTheQueueDelayBeforeRunningAPartialBatch) {
   Recorder recorder;
-  Batcher batcher("m", Config(8, 1000, 100ms), recorder.Runner());
+  Batcher batcher("m", Config(8, 1000, 100ms), One(recorder.Runner()));
   auto r = std::make_shared<FakeRequest>("k", 5);
   const auto start = Clock::now();
   ASSERT_TRUE(Enqueue(batcher, r));
@@ -116,7 +123,7 @@ TEST(BatcherTest, WaitsForTheQueueDelayBeforeRunningAPartialBatch) {
 
 TEST(BatcherTest, AFullBatchRunsWithoutWaitingAndRespectsTheSizeLimit) {
   Recorder recorder;
-  Batcher batcher("m", Config(4, 1000, 10s), recorder.Runner());
+  Batcher batcher("m", Config(4, 1000, 10s), One(recorder.Runner()));
   std::vector<std::shared_ptr<FakeRequest>> requests;
   for (int i = 0; i < 9; ++i) {
     requests.push_back(std::make_shared<FakeRequest>("k", 5));
@@ -142,7 +149,7 @@ TEST(BatcherTest, AFullBatchRunsWithoutWaitingAndRespectsTheSizeLimit) {
 TEST(BatcherTest, RespectsTheTokenLimitButRunsAnOversizedRequestAlone) {
   Recorder recorder;
   recorder.Hold();
-  Batcher batcher("m", Config(16, 100, 20ms), recorder.Runner());
+  Batcher batcher("m", Config(16, 100, 20ms), One(recorder.Runner()));
   auto blocker = OccupyExecutor(batcher, recorder, "other");
   std::vector<std::shared_ptr<FakeRequest>> requests;
   for (int64_t tokens : {40, 40, 40, 150}) {
@@ -161,7 +168,7 @@ TEST(BatcherTest, RespectsTheTokenLimitButRunsAnOversizedRequestAlone) {
 
 TEST(BatcherTest, AFullQueueRejectsAtOnceNamingTheLimit) {
   Recorder recorder;
-  Batcher batcher("m", Config(1, 1000, 0us, /*queue=*/3), recorder.Runner());
+  Batcher batcher("m", Config(1, 1000, 0us, /*queue=*/3), One(recorder.Runner()));
   auto running = OccupyExecutor(batcher, recorder, "k");
   for (int i = 0; i < 3; ++i) ASSERT_TRUE(Enqueue(batcher, std::make_shared<FakeRequest>("k", 1)));
   std::string why;
@@ -173,7 +180,7 @@ TEST(BatcherTest, AFullQueueRejectsAtOnceNamingTheLimit) {
 
 TEST(BatcherTest, ARequestWhoseDeadlinePassesInTheQueueLeavesIt) {
   Recorder recorder;
-  Batcher batcher("m", Config(1, 1000, 0us), recorder.Runner());
+  Batcher batcher("m", Config(1, 1000, 0us), One(recorder.Runner()));
   auto running = OccupyExecutor(batcher, recorder, "k");
   auto late = std::make_shared<FakeRequest>("k", 1, 0, Clock::now() + 30ms);
   ASSERT_TRUE(Enqueue(batcher, late));
@@ -189,7 +196,7 @@ TEST(BatcherTest, ARequestWhoseDeadlinePassesInTheQueueLeavesIt) {
 
 TEST(BatcherTest, ACancelledRequestLeavesTheQueue) {
   Recorder recorder;
-  Batcher batcher("m", Config(1, 1000, 0us), recorder.Runner());
+  Batcher batcher("m", Config(1, 1000, 0us), One(recorder.Runner()));
   auto running = OccupyExecutor(batcher, recorder, "k");
   auto gone = std::make_shared<FakeRequest>("k", 1);
   ASSERT_TRUE(Enqueue(batcher, gone));
@@ -202,7 +209,7 @@ TEST(BatcherTest, ACancelledRequestLeavesTheQueue) {
 
 TEST(BatcherTest, HigherPriorityRunsFirst) {
   Recorder recorder;
-  Batcher batcher("m", Config(1, 1000, 0us), recorder.Runner());
+  Batcher batcher("m", Config(1, 1000, 0us), One(recorder.Runner()));
   auto running = OccupyExecutor(batcher, recorder, "x");
   auto low1 = std::make_shared<FakeRequest>("a", 1, /*priority=*/1);
   auto low2 = std::make_shared<FakeRequest>("b", 1, 1);
@@ -219,7 +226,7 @@ TEST(BatcherTest, HigherPriorityRunsFirst) {
 
 TEST(BatcherTest, GroupsRequestsOfSimilarLength) {
   Recorder recorder;
-  Batcher batcher("m", Config(2, 10000, 0us), recorder.Runner());
+  Batcher batcher("m", Config(2, 10000, 0us), One(recorder.Runner()));
   auto running = OccupyExecutor(batcher, recorder, "x");
   std::vector<std::shared_ptr<FakeRequest>> requests;
   for (int64_t tokens : {10, 100, 12, 95}) {
@@ -236,7 +243,7 @@ TEST(BatcherTest, GroupsRequestsOfSimilarLength) {
 
 TEST(BatcherTest, OnlyRequestsWithTheSameKeyShareABatch) {
   Recorder recorder;
-  Batcher batcher("m", Config(8, 10000, 20ms), recorder.Runner());
+  Batcher batcher("m", Config(8, 10000, 20ms), One(recorder.Runner()));
   auto running = OccupyExecutor(batcher, recorder, "x");
   std::vector<std::shared_ptr<FakeRequest>> requests;
   for (const char* key : {"a", "b", "a", "b", "a"}) {
@@ -252,7 +259,7 @@ TEST(BatcherTest, OnlyRequestsWithTheSameKeyShareABatch) {
 
 TEST(BatcherTest, StopRunsQueuedRequestsWithinGraceAndRejectsTheRest) {
   Recorder recorder;
-  Batcher batcher("m", Config(1, 1000, 0us), recorder.Runner());
+  Batcher batcher("m", Config(1, 1000, 0us), One(recorder.Runner()));
   auto running = OccupyExecutor(batcher, recorder, "k");
   auto queued = std::make_shared<FakeRequest>("k", 1);
   ASSERT_TRUE(Enqueue(batcher, queued));
@@ -271,7 +278,7 @@ TEST(BatcherTest, StopRunsQueuedRequestsWithinGraceAndRejectsTheRest) {
 
 TEST(BatcherTest, EveryAnswerReachesItsOwnCallerUnderConcurrency) {
   Recorder recorder;
-  Batcher batcher("m", Config(8, 1000, 200us, 100000), recorder.Runner());
+  Batcher batcher("m", Config(8, 1000, 200us, 100000), One(recorder.Runner()));
   constexpr int kThreads = 8, kPerThread = 200;
   std::atomic<int> wrong{0}, lost{0};
   std::vector<std::thread> clients;
@@ -336,7 +343,7 @@ class SteppingRunner : public BatchRunner {
 TEST(BatcherTest, StepLoopTakesRequestsBetweenStepsWithinTheBudget) {
   auto runner = std::make_unique<SteppingRunner>();
   SteppingRunner* stepping = runner.get();
-  Batcher batcher("m", Config(3, 1000, 0us), std::move(runner));
+  Batcher batcher("m", Config(3, 1000, 0us), One(std::move(runner)));
   auto long_request = std::make_shared<FakeRequest>("k", 5);
   long_request->payload = 400;  // about 0.4 s of steps
   ASSERT_TRUE(Enqueue(batcher, long_request));
@@ -362,7 +369,7 @@ TEST(BatcherTest, StepLoopTakesRequestsBetweenStepsWithinTheBudget) {
 TEST(BatcherTest, StepLoopRespectsTheTokenBudgetOfRunningRequests) {
   auto runner = std::make_unique<SteppingRunner>();
   SteppingRunner* stepping = runner.get();
-  Batcher batcher("m", Config(16, 100, 0us), std::move(runner));
+  Batcher batcher("m", Config(16, 100, 0us), One(std::move(runner)));
   std::vector<std::shared_ptr<FakeRequest>> requests;
   for (int i = 0; i < 8; ++i) {
     requests.push_back(std::make_shared<FakeRequest>("k", 40));
@@ -372,6 +379,73 @@ TEST(BatcherTest, StepLoopRespectsTheTokenBudgetOfRunningRequests) {
   for (auto& r : requests) ASSERT_TRUE(r->Wait());
   // 40 + 40 fit 100 tokens, a third does not.
   EXPECT_LE(stepping->most_live_.load(), 2);
+}
+
+// A runner that remembers the threads that called it.
+class ThreadRecordingRunner : public BatchRunner {
+ public:
+  explicit ThreadRecordingRunner(Recorder* recorder) : recorder_(recorder) {}
+  void OnExecutorStart() override { started_on_ = std::this_thread::get_id(); }
+  void Run(std::vector<std::shared_ptr<QueuedRequest>>& batch) override {
+    ran_on_ = std::this_thread::get_id();
+    recorder_->Record(batch);
+  }
+  bool Step() override { return false; }
+  RunnerLoad load() const override { return {}; }
+  std::thread::id started_on_, ran_on_;
+
+ private:
+  Recorder* recorder_;
+};
+
+TEST(BatcherTest, InstancesRunBatchesAtTheSameTimeEachOnItsOwnThread) {
+  Recorder recorder;
+  std::vector<std::unique_ptr<BatchRunner>> runners;
+  std::vector<ThreadRecordingRunner*> instances;
+  for (int i = 0; i < 2; ++i) {
+    runners.push_back(std::make_unique<ThreadRecordingRunner>(&recorder));
+    instances.push_back(static_cast<ThreadRecordingRunner*>(runners.back().get()));
+  }
+  Batcher batcher("m", Config(1, 1000, 0us), std::move(runners));
+  // The first instance holds its batch; the second request must start on the other one.
+  auto first = OccupyExecutor(batcher, recorder);
+  auto second = std::make_shared<FakeRequest>("x", 1);
+  ASSERT_TRUE(Enqueue(batcher, second));
+  ASSERT_TRUE(recorder.WaitForBatches(2));
+  // A third waits: both instances are busy.
+  auto third = std::make_shared<FakeRequest>("x", 1);
+  ASSERT_TRUE(Enqueue(batcher, third));
+  std::this_thread::sleep_for(50ms);
+  EXPECT_EQ(recorder.batches().size(), 2u);
+  EXPECT_EQ(batcher.queue_depth(), 1);
+  recorder.Release();
+  for (auto* r : {first.get(), second.get(), third.get()}) {
+    ASSERT_TRUE(r->Wait());
+    EXPECT_TRUE(r->completed);
+  }
+  EXPECT_NE(instances[0]->ran_on_, instances[1]->ran_on_);
+  for (auto* instance : instances) EXPECT_EQ(instance->started_on_, instance->ran_on_);
+}
+
+TEST(BatcherTest, TheStepBudgetIsPerInstance) {
+  std::vector<std::unique_ptr<BatchRunner>> runners;
+  std::vector<SteppingRunner*> instances;
+  for (int i = 0; i < 2; ++i) {
+    runners.push_back(std::make_unique<SteppingRunner>());
+    instances.push_back(static_cast<SteppingRunner*>(runners.back().get()));
+  }
+  Batcher batcher("m", Config(2, 1000, 0us), std::move(runners));
+  std::vector<std::shared_ptr<FakeRequest>> requests;
+  for (int i = 0; i < 12; ++i) {
+    requests.push_back(std::make_shared<FakeRequest>("k", 5));
+    requests.back()->payload = 30;
+    ASSERT_TRUE(Enqueue(batcher, requests.back()));
+  }
+  for (auto& r : requests) ASSERT_TRUE(r->Wait());
+  for (auto* instance : instances) {
+    EXPECT_GE(instance->most_live_.load(), 1);  // both instances took work
+    EXPECT_LE(instance->most_live_.load(), 2);  // and each at most max_batch_size
+  }
 }
 
 }  // namespace

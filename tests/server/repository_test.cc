@@ -89,7 +89,9 @@ class RepositoryTest : public ::testing::Test {
             bool Step() override { return false; }
             RunnerLoad load() const override { return {}; }
           };
-          return std::make_shared<Batcher>(name, config, std::make_unique<Idle>());
+          std::vector<std::unique_ptr<BatchRunner>> runners;
+          runners.push_back(std::make_unique<Idle>());
+          return std::make_shared<Batcher>(name, config, std::move(runners));
         },
         [this](const std::string& name, bool ready) {
           std::lock_guard<std::mutex> lock(mutex_);
@@ -275,6 +277,40 @@ TEST_F(RepositoryTest, AVariantGroupSpreadsRequestsByWeight) {
   EXPECT_NEAR(served["rms"], 3000, 200);
   EXPECT_TRUE(Readiness("deen"));
   EXPECT_NE(repository_->ReadyNames().find("deen (group)"), std::string::npos);
+}
+
+// A shadow member (model.json "shadow") takes none of its group's requests; it is drawn as
+// their shadow at its fraction, and a group of shadows alone does not serve.
+TEST_F(RepositoryTest, AShadowMemberGetsCopiesAtItsFractionAndNoTraffic) {
+  WriteVersion("deen_ln", 1, "ln");
+  WriteVersion("deen_rms", 1, "rms");
+  WriteVersion("lone_shadow", 1, "s");
+  WriteModelJson("deen_ln", R"({"group": "deen"})");
+  WriteModelJson("deen_rms", R"({"group": "deen", "shadow": {"fraction": 0.25}})");
+  WriteModelJson("lone_shadow", R"({"group": "only_shadows", "shadow": {"fraction": 1}})");
+  Make().LoadAll();
+  int shadowed = 0;
+  for (int i = 0; i < 4000; ++i) {
+    Repository::LookupError error;
+    std::string message;
+    const auto target = repository_->Resolve("deen", 0, &error, &message);
+    ASSERT_TRUE(target.model) << message;
+    EXPECT_EQ(target.model->content(), "ln");
+    ASSERT_LE(target.shadows.size(), 1u);
+    if (!target.shadows.empty()) {
+      EXPECT_EQ(target.shadows[0].model->content(), "rms");
+      ++shadowed;
+    }
+  }
+  // Expected 1000; 6 standard deviations is about 164.
+  EXPECT_NEAR(shadowed, 1000, 200);
+  // A model named directly has no shadows, the shadow included.
+  Repository::LookupError error;
+  std::string message;
+  EXPECT_TRUE(repository_->Resolve("deen_ln", 0, &error, &message).shadows.empty());
+  EXPECT_EQ(Serving("deen_rms"), "rms");
+  EXPECT_EQ(LookupOf("only_shadows"), Repository::LookupError::kUnknown);
+  EXPECT_FALSE(Readiness("only_shadows"));
 }
 
 TEST_F(RepositoryTest, ABrokenModelJsonIsReportedAndOthersServe) {

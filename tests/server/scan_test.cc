@@ -99,6 +99,31 @@ TEST_F(ScanTest, ConvertNormIsReadAndChangesTheFingerprints) {
   }
 }
 
+// model.json's model instances, their threads and shadow membership (issues #11, #17).
+TEST_F(ScanTest, ReadsInstancesThreadsAndShadowAndRefusesBadOnes) {
+  Write("m/1/weights", "x");
+  Write("m/model.json",
+        R"({"instances": 2, "threads": 3, "group": "g", "shadow": {"fraction": 0.1}})");
+  const ModelScan scan = ScanModel(root_.string(), "m", BatcherConfig{});
+  ASSERT_TRUE(scan.config_error.empty()) << scan.config_error;
+  EXPECT_EQ(scan.serving.batching.instances, 2);
+  EXPECT_EQ(scan.serving.batching.threads, 3);
+  EXPECT_EQ(scan.serving.shadow_fraction, 0.1);
+  const std::pair<const char*, const char*> bad[] = {
+      {R"({"instances": 0})", "'instances' must be an integer in 1..64"},
+      {R"({"threads": 2000})", "'threads' must be an integer in 1..1024"},
+      {R"({"shadow": {"fraction": 0.5}})", "'shadow' needs 'group'"},
+      {R"({"group": "g", "shadow": {"fraction": 0}})", "0 < F <= 1"},
+      {R"({"group": "g", "shadow": {"fraction": 1.5}})", "0 < F <= 1"},
+      {R"({"group": "g", "shadow": true})", "0 < F <= 1"},
+  };
+  for (const auto& [json, why] : bad) {
+    Write("m/model.json", json);
+    const std::string error = ScanModel(root_.string(), "m", BatcherConfig{}).config_error;
+    EXPECT_NE(error.find(why), std::string::npos) << json << ": " << error;
+  }
+}
+
 TEST_F(ScanTest, AMissingModelOrRootOrABadNameIsAbsent) {
   EXPECT_FALSE(ScanModel(root_.string(), "nope", BatcherConfig{}).present);
   EXPECT_FALSE(ScanModel(root_.string(), "..", BatcherConfig{}).present);
