@@ -2,6 +2,7 @@
 #include <google/protobuf/util/json_util.h>
 #include <grpcpp/grpcpp.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <iostream>
@@ -104,27 +105,18 @@ int Score(v1::NormServe::Stub& stub, const Args& args) {
   request.set_model(RequireModel(args));
   if (args.Flag("version")) request.set_version(Unsigned(args, "version"));
   if (args.Flag("priority")) request.set_priority(Unsigned(args, "priority"));
-  // Which field to fill depends on the model's architecture, so ask the server first.
-  v1::ModelInfo info;
-  {
-    grpc::ClientContext context;
-    PrepareCall(&context, args);
-    v1::GetModelRequest get;
-    get.set_model(request.model());
-    const grpc::Status status = stub.GetModel(&context, get, &info);
-    if (!status.ok()) return Fail(status);
-  }
-  const bool pairs = info.architecture() == "transformer_mt";
+  // Translation models score SOURCE<TAB>TARGET pairs, language models texts; the server says
+  // which one a model (or every member of a variant group) takes when the other comes.
+  const bool pairs = !args.texts.empty() &&
+                     std::all_of(args.texts.begin(), args.texts.end(), [](const std::string& t) {
+                       return t.find('\t') != std::string::npos;
+                     });
   for (const std::string& text : args.texts) {
     if (!pairs) {
       request.add_texts(text);
       continue;
     }
     const size_t tab = text.find('\t');
-    if (tab == std::string::npos) {
-      throw UsageError("model '" + request.model() +
-                       "' translates: give each text as SOURCE<TAB>TARGET");
-    }
     auto* pair = request.add_pairs();
     pair->set_source(text.substr(0, tab));
     pair->set_target(text.substr(tab + 1));
@@ -133,6 +125,9 @@ int Score(v1::NormServe::Stub& stub, const Args& args) {
   PrepareCall(&context, args);
   v1::ScoreResponse response;
   const grpc::Status status = stub.Score(&context, request, &response);
+  if (!status.ok() && !pairs && status.error_code() == grpc::StatusCode::INVALID_ARGUMENT) {
+    std::cerr << "(a translation model scores pairs: give each text as SOURCE<TAB>TARGET)\n";
+  }
   if (!status.ok()) return Fail(status);
   if (args.json) {
     PrintJson(response);

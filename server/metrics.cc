@@ -233,9 +233,9 @@ void Metrics::RecordInterTokenLatency(const std::string& model, const std::strin
 
 void Metrics::SetSequences(const std::string& model, const std::string& instance, int64_t running,
                            int64_t waiting) {
-  running_sequences_->Add({{"model", model}, {"instance", instance}})
+  running_sequences_->Add({{"model", model}, {"model_instance", instance}})
       .Set(static_cast<double>(running));
-  waiting_requests_->Add({{"model", model}, {"instance", instance}})
+  waiting_requests_->Add({{"model", model}, {"model_instance", instance}})
       .Set(static_cast<double>(waiting));
 }
 

@@ -37,6 +37,12 @@ REQUESTS = {
 # Seed 3 continues "the house" with several tokens, so that the inter-token latency has samples.
 GENERATE = ["generate", "--model", "enlm", "--max-new-tokens", "4", "--seed", "3", "the house"]
 BROKEN = "e2e_broken"  # a model whose config.json does not parse
+# Variant group "e2e_shadowed": a copy of enlm and, as its shadow, another copy, so that the
+# shadow-traffic metrics have samples (README "Shadow traffic").
+SHADOWED = "e2e_shadowed"
+SHADOW_REQUESTS = [["score", "--model", SHADOWED, "hello world"],
+                   ["generate", "--model", SHADOWED, "--max-new-tokens", "4", "--seed", "3",
+                    "the house"]]
 LATENCY_RULES = [f"model_norm:normserve_request_duration_seconds:{q}_5m" for q in ("p50", "p95", "p99", "mean")]
 
 
@@ -149,6 +155,12 @@ class E2E:
                     shutil.copytree(entry, served_repo / entry.name)
             (served_repo / BROKEN / "1").mkdir(parents=True)
             (served_repo / BROKEN / "1" / "config.json").write_text("{ this is not JSON\n")
+            if (repo / "enlm").is_dir():
+                for member, extra in (("e2e_primary", {}),
+                                      ("e2e_shadow", {"shadow": {"fraction": 1.0}})):
+                    shutil.copytree(repo / "enlm", served_repo / member)
+                    (served_repo / member / "model.json").write_text(
+                        json.dumps({"group": SHADOWED, **extra}))
         else:
             served_repo = repo
 
@@ -215,6 +227,9 @@ class E2E:
                 outs[" ".join(REQUESTS[m])] = self.cli(*REQUESTS[m])
             if "enlm" in models:  # the Generate metrics (time to first token, between tokens)
                 outs[" ".join(GENERATE)] = self.cli(*GENERATE)
+            if "enlm" in models and a.broken_model:  # copies for the shadow member
+                for request in SHADOW_REQUESTS:
+                    outs[" ".join(request)] = self.cli(*request)
             return outs
 
         outs = send_round()

@@ -85,8 +85,10 @@ class CliEndToEnd(unittest.TestCase):
         usage = self.cli("translate", "Hallo")
         self.assertEqual(usage.returncode, 2)
         self.assertIn("needs --model", usage.stderr)
+        # Texts without a tab go as texts; the server says the model takes pairs.
         no_tab = self.cli("score", "--model", "deen", "Haus")
-        self.assertEqual(no_tab.returncode, 2)
+        self.assertEqual(no_tab.returncode, 1)
+        self.assertIn("INVALID_ARGUMENT: model 'deen' is a transformer_mt", no_tab.stderr)
         self.assertIn("SOURCE<TAB>TARGET", no_tab.stderr)
 
     def test_generate_streams_and_reproduces_with_a_seed(self):
