@@ -479,12 +479,18 @@ KServeService::ModelStreamInfer(grpc::CallbackServerContext* context) {
 
 namespace {
 
-grpc::Status CheckRepositoryRequest(const std::string& repository_name, int parameters) {
+using RepositoryParameters =
+    google::protobuf::Map<std::string, inference::ModelRepositoryParameter>;
+
+grpc::Status CheckRepositoryRequest(const std::string& repository_name,
+                                    const RepositoryParameters& parameters) {
   if (!repository_name.empty()) {
     return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
                         "normserved serves one repository: leave repository_name empty");
   }
-  if (parameters > 0) {
+  // Triton's clients send unload_dependents; a model here has no dependents.
+  const bool only_dependents = parameters.size() == 1 && parameters.count("unload_dependents");
+  if (!parameters.empty() && !only_dependents) {
     return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
                         "load and unload take no parameters here: a model's files and model.json "
                         "in the repository say how it serves");
@@ -510,7 +516,7 @@ grpc::ServerUnaryReactor* KServeService::RepositoryIndex(
     inference::RepositoryIndexResponse* response) {
   const auto stub = backend();
   if (!stub) return Answer(context, kNotConnected);
-  if (grpc::Status bad = CheckRepositoryRequest(request->repository_name(), 0); !bad.ok()) {
+  if (grpc::Status bad = CheckRepositoryRequest(request->repository_name(), {}); !bad.ok()) {
     return Answer(context, bad);
   }
   auto* hop = new HopOf<v1::ListModelsRequest, v1::ListModelsResponse>(*context);
@@ -535,8 +541,7 @@ grpc::ServerUnaryReactor* KServeService::RepositoryModelLoad(
     inference::RepositoryModelLoadResponse*) {
   const auto stub = backend();
   if (!stub) return Answer(context, kNotConnected);
-  if (grpc::Status bad =
-          CheckRepositoryRequest(request->repository_name(), request->parameters_size());
+  if (grpc::Status bad = CheckRepositoryRequest(request->repository_name(), request->parameters());
       !bad.ok()) {
     return Answer(context, bad);
   }
@@ -552,8 +557,7 @@ grpc::ServerUnaryReactor* KServeService::RepositoryModelUnload(
     inference::RepositoryModelUnloadResponse*) {
   const auto stub = backend();
   if (!stub) return Answer(context, kNotConnected);
-  if (grpc::Status bad =
-          CheckRepositoryRequest(request->repository_name(), request->parameters_size());
+  if (grpc::Status bad = CheckRepositoryRequest(request->repository_name(), request->parameters());
       !bad.ok()) {
     return Answer(context, bad);
   }

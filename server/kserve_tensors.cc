@@ -5,6 +5,7 @@
 #include <cstring>
 #include <limits>
 #include <map>
+#include <set>
 
 #include "server/names.h"
 
@@ -43,9 +44,16 @@ std::vector<std::string> TaskOutputs(Task task) {
   return {};
 }
 
-// A request parameter as a number; false when it is a string or a bool.
+// A request parameter as a number, or a string that is one (tritonclient 2.41 sends no
+// floating-point parameters); false otherwise.
 bool AsNumber(const InferParameter& p, double* value) {
   switch (p.parameter_choice_case()) {
+    case InferParameter::kStringParam: {
+      const std::string& text = p.string_param();
+      char* end = nullptr;
+      *value = std::strtod(text.c_str(), &end);
+      return !text.empty() && end == text.c_str() + text.size();
+    }
     case InferParameter::kInt64Param:
       *value = static_cast<double>(p.int64_param());
       return true;
@@ -71,7 +79,7 @@ class Parameters {
   grpc::Status Number(const std::string& name, double* value) const {
     used_.insert(name);
     if (!AsNumber(map_.at(name), value) || !std::isfinite(*value)) {
-      return Invalid("parameter " + name + " must be a number");
+      return Invalid("parameter " + name + " must be a number (or a string that is one)");
     }
     return grpc::Status::OK;
   }
