@@ -236,18 +236,28 @@ std::string RawNumbers(const std::vector<T>& values) {
   return raw;
 }
 
-// Fills the wanted outputs: `produce(name, tensor)` fills one and returns false for a name the
-// task does not produce.
+bool Produces(Task task, const std::string& name) {
+  const std::vector<std::string> outputs = TaskOutputs(task);
+  return std::find(outputs.begin(), outputs.end(), name) != outputs.end();
+}
+
+// Fills the wanted outputs (`produce(name, tensor)` fills one). An output that another task
+// of the model produces is left out, since clients such as perf_analyzer ask for every output
+// the metadata lists; a name no task produces is INVALID_ARGUMENT.
 template <typename Produce>
 grpc::Status FillOutputs(Task task, const std::vector<std::string>& wanted,
                          inference::ModelInferResponse* response, Produce produce) {
   const std::vector<std::string> all = TaskOutputs(task);
   for (const std::string& name : wanted.empty() ? all : wanted) {
-    if (std::find(all.begin(), all.end(), name) == all.end()) {
+    if (!Produces(task, name)) {
+      if (Produces(Task::kTranslate, name) || Produces(Task::kScore, name) ||
+          Produces(Task::kGenerate, name)) {
+        continue;
+      }
       std::string list;
       for (const auto& n : all) list += (list.empty() ? "" : ", ") + n;
-      return Invalid("output " + QuoteInput(name) + " is not an output of a " + TaskName(task) +
-                     " request; it has " + list);
+      return Invalid("output " + QuoteInput(name) + " is not an output of any request; a " +
+                     TaskName(task) + " request has " + list);
     }
     auto* tensor = response->add_outputs();
     tensor->set_name(name);

@@ -289,7 +289,7 @@ class KServeGrpc(unittest.TestCase):
         self.assertFails("INVALID_ARGUMENT",
                          lambda: self.client.infer("deen", text, headers=bearer(INFER),
                                                    outputs=[triton.InferRequestedOutput("X")]),
-                         "output 'X' is not an output of a translate request")
+                         "output 'X' is not an output of any request; a translate request has")
         # The timeout parameter (microseconds) is the call's deadline.
         self.assertFails("DEADLINE_EXCEEDED",
                          lambda: self.client.infer("deen", [text_input(["Hallo"] * 64)],
