@@ -21,6 +21,8 @@ packages=(
   openssl
   # The cached venv of scripts/bench-ctranslate2.py (CTranslate2 from PyPI; ct2_bench_e2e).
   python3-venv
+  # perf_analyzer (from tritonclient's wheel in scripts/triton-venv.sh) links libb64.
+  libb64-0d
   # BLIS, not OpenBLAS: on this project's small decoding-step matrices it was faster (deen,
   # one sentence at beam 4: 10 ms against 14-19 ms with OpenBLAS 0.3.21).
   libblis4-openmp

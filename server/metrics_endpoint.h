@@ -9,6 +9,8 @@
 
 namespace normserve {
 
+class BoundedHttpServer;
+
 class MetricsEndpoint {
  public:
   // Produces the exposition text of one scrape; called on the endpoint's worker threads.
@@ -28,12 +30,9 @@ class MetricsEndpoint {
   int port() const { return port_; }
 
  private:
-  // An httplib::Server whose connections are bounded in time and bytes (metrics_endpoint.cc).
   // HTTPS would give it a TLS stream beside its plain socket stream; the routes, the address
   // and the render callback here stay as they are.
-  class BoundedServer;
-
-  std::unique_ptr<BoundedServer> server_;
+  std::unique_ptr<BoundedHttpServer> server_;
   int port_ = 0;
 };
 

@@ -20,6 +20,9 @@ calls get UNAVAILABLE, queued and running calls finish within the grace period, 
   --metrics-address ADDR      metrics listen address, plain HTTP (default 127.0.0.1:9464,
                               reachable from this host only; 0.0.0.0:9464 exposes it on
                               purpose, behind a firewall or NetworkPolicy; "" disables)
+  --http-address ADDR         the Open Inference Protocol (KServe v2) over HTTP/REST on ADDR,
+                              e.g. 127.0.0.1:8000 (default: off; its gRPC form is always
+                              served on --grpc-address)
   --threads N                 intra-op threads of each model instance (default 1; README
                               "Threads")
   --instances N               model instances: each runs its own batches on its own thread
@@ -128,6 +131,8 @@ bool ParseServerOptions(const std::vector<std::string>& args, ServerOptions* o, 
       o->tls.client_ca_file = value;
     } else if (flag == "--tls-refresh-secs") {
       o->tls.refresh_secs = static_cast<int>(Integer(flag, value, 1, 86400));
+    } else if (flag == "--http-address") {
+      o->http_address = value;
     } else if (flag == "--metrics-address") {
       o->metrics_address = value;
     } else if (flag == "--threads") {

@@ -16,6 +16,7 @@ struct ServerOptions {
   std::string grpc_address = "0.0.0.0:50051";
   TlsOptions tls;                                  // the gRPC port's TLS (none by default)
   std::string metrics_address = "127.0.0.1:9464";  // private by default; empty: none
+  std::string http_address;                        // Open Inference Protocol HTTP; empty: off
   std::string device = "cpu";
   ModelControl model_control = ModelControl::kNone;
   double repository_poll_secs = 5;

@@ -11,6 +11,8 @@
 #include "models/norm/norm_timing.h"
 #include "server/auth.h"
 #include "server/calls.h"
+#include "server/kserve_http.h"
+#include "server/kserve_service.h"
 #include "server/log.h"
 #include "server/metrics.h"
 #include "server/model_repository.h"
@@ -141,12 +143,26 @@ NormServer::NormServer(const ServerOptions& options)
   interceptors.push_back(std::make_unique<ParseFailureInterceptorFactory>());
   builder.experimental().SetInterceptorCreators(std::move(interceptors));
   builder.RegisterService(service_.get());
+  kserve_ = std::make_unique<KServeService>(repository_.get());
+  builder.RegisterService(kserve_.get());
   {
     std::lock_guard<std::mutex> lock(health_mutex_);
     server_ = builder.BuildAndStart();
   }
   if (!server_ || grpc_port_ == 0) {
     throw std::runtime_error("cannot listen for gRPC on " + options.grpc_address);
+  }
+  // The Open Inference Protocol's calls become NormServe's inside the process (gRPC's
+  // in-process transport), so that both APIs share one path through tokens, limits and
+  // batchers. Responses are bounded by NormServe's own limits, not by a client default.
+  grpc::ChannelArguments in_process;
+  in_process.SetMaxReceiveMessageSize(-1);
+  in_process.SetMaxSendMessageSize(-1);
+  const auto channel = server_->InProcessChannel(in_process);
+  kserve_->Connect(channel);
+  if (!options.http_address.empty()) {
+    http_ = std::make_unique<KServeHttpEndpoint>(options.http_address, channel,
+                                                 static_cast<size_t>(options.max_message_bytes));
   }
   // What changed before the server existed was not told to its health service.
   repository_->PublishReadiness();
@@ -155,8 +171,9 @@ NormServer::NormServer(const ServerOptions& options)
         std::chrono::milliseconds(static_cast<int64_t>(options.repository_poll_secs * 1000)));
   }
   LogInfo("normserved listening for gRPC on port " + std::to_string(grpc_port_) +
-          ", metrics on port " + std::to_string(metrics_port()) + ", " +
-          std::to_string(repository_->ready_count()) + " model(s) ready");
+          ", metrics on port " + std::to_string(metrics_port()) +
+          (http_ ? ", Open Inference Protocol HTTP on port " + std::to_string(http_port()) : "") +
+          ", " + std::to_string(repository_->ready_count()) + " model(s) ready");
 }
 
 NormServer::~NormServer() {
@@ -167,6 +184,8 @@ NormServer::~NormServer() {
 }
 
 int NormServer::metrics_port() const { return metrics_->port(); }
+
+int NormServer::http_port() const { return http_ ? http_->port() : 0; }
 
 void NormServer::Wait() { server_->Wait(); }
 
@@ -194,6 +213,7 @@ void NormServer::Shutdown() {
     }
     // The grace is a bound: queued calls are rejected and running model work stops at its
     // end, so the batchers' Stop below returns by then (plus one decoding step).
+    kserve_->StartDraining();
     service_->StartDraining(Clock::now() + grace);
     std::vector<std::thread> drains;
     for (auto& batcher : repository_->batchers()) {
@@ -202,6 +222,7 @@ void NormServer::Shutdown() {
     for (auto& t : drains) t.join();
     // Calls still running at the deadline are cancelled.
     server_->Shutdown(deadline);
+    http_.reset();  // its calls ended with the gRPC server's
     LogInfo("drained");
   });
 }

@@ -1,5 +1,6 @@
 // A running normserved: the model repository and its batchers, the gRPC server (NormServe,
-// health, reflection unless tokens are configured) and the metrics endpoint. main() and the
+// the Open Inference Protocol, health, reflection unless tokens are configured), the Open
+// Inference Protocol's HTTP port when asked for, and the metrics endpoint. main() and the
 // tests both use it.
 #pragma once
 
@@ -17,6 +18,8 @@ class Server;
 namespace normserve {
 
 class Authorizer;
+class KServeHttpEndpoint;
+class KServeService;
 class Metrics;
 class NormServeService;
 class WorkerPool;
@@ -29,6 +32,8 @@ class NormServer {
 
   int grpc_port() const { return grpc_port_; }
   int metrics_port() const;
+  // The Open Inference Protocol's HTTP port; 0 without --http-address.
+  int http_port() const;
   ModelRepository& repository() { return *repository_; }
   void Wait();
   // The graceful stop: health NOT_SERVING, new calls UNAVAILABLE, queued and running calls
@@ -44,9 +49,11 @@ class NormServer {
   std::unique_ptr<WorkerPool> management_;
   std::unique_ptr<ModelRepository> repository_;
   std::unique_ptr<NormServeService> service_;
+  std::unique_ptr<KServeService> kserve_;
   std::mutex health_mutex_;
   std::unique_ptr<grpc::Server> server_;
   int grpc_port_ = 0;
+  std::unique_ptr<KServeHttpEndpoint> http_;  // after server_: its calls go through it
   std::once_flag shutdown_once_;
 };
 
