@@ -7,8 +7,12 @@ figure is a ratio of two runs made side by side in one invocation.
 3. p99 latency of a closed loop of short Translate calls alone, and beside a Generate stream
    as long as the model's positions allow, restarted while the loop runs.
 
+With --instances, instead: Translate throughput at concurrency 64 and the p50 of one client,
+for model instances x intra-op threads of 1x1, 2x1 and 1x2 (one normserved each, all started
+first, measured in interleaved rounds; medians), the measurement behind the defaults.
+
 Usage: scripts/bench-engine.py [--normserved build/server/normserved] [--seconds 10]
-       [--threads 1] [--out results/engine-bench-vm.md]
+       [--threads 1] [--instances] [--rounds 3] [--out results/engine-bench-vm.md]
 Prints a markdown table with the machine and its load average.
 """
 import argparse
@@ -88,15 +92,60 @@ def percentile(values, p):
     return values[min(len(values) - 1, int(p / 100 * len(values)))]
 
 
+INSTANCE_CONFIGS = [(1, 1), (2, 1), (1, 2)]  # (instances, intra-op threads)
+
+
+def instances_rows(args):
+    """Translate at concurrency 64 and 1 per (instances, threads), interleaved rounds."""
+    servers = {c: NormservedProcess(args.normserved, args.repository, "--instances", str(c[0]),
+                                    "--threads", str(c[1])) for c in INSTANCE_CONFIGS}
+    rates = {c: [] for c in INSTANCE_CONFIGS}
+    p50s = {c: [] for c in INSTANCE_CONFIGS}
+    try:
+        for server in servers.values():
+            translate(stub(server.target), 0)  # warm-up
+        for _ in range(args.rounds):
+            for config, server in servers.items():
+                many = closed_loop(server.target, 64, args.seconds, translate)
+                rates[config].append(len(many) / args.seconds)
+                one = closed_loop(server.target, 1, args.seconds / 2, translate)
+                p50s[config].append(percentile(one, 50) * 1e3)
+    finally:
+        for server in servers.values():
+            server.stop()
+    median = lambda values: sorted(values)[len(values) // 2]  # noqa: E731
+    base = INSTANCE_CONFIGS[0]
+    rows = []
+    for config in INSTANCE_CONFIGS[1:]:
+        name = f"{config[0]} instance(s) x {config[1]} thread(s) vs 1 x 1"
+        rows.append((f"Translate calls/s at concurrency 64 (deen, beam 4), {name}",
+                     f"{median(rates[base]):.1f}", f"{median(rates[config]):.1f}",
+                     median(rates[config]) / median(rates[base])))
+        rows.append((f"p50 ms of one client, {name}", f"{median(p50s[base]):.2f}",
+                     f"{median(p50s[config]):.2f}", median(p50s[config]) / median(p50s[base])))
+    return rows
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--normserved", default=os.path.join(ROOT, "build/server/normserved"))
     parser.add_argument("--repository", default=os.path.join(ROOT, "models/repository"))
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--instances", action="store_true",
+                        help="compare model instances and intra-op threads instead")
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--out")
     args = parser.parse_args()
     load_start = os.getloadavg()
+    if args.instances:
+        rows = instances_rows(args)
+    else:
+        rows = load_rows(args)
+    report(args, rows, load_start)
+
+
+def load_rows(args):
     server = NormservedProcess(args.normserved, args.repository, "--threads", str(args.threads))
     rows = []
     try:
@@ -133,6 +182,10 @@ def main():
                      f"{p99_alone:.2f}", f"{p99_beside:.2f}", p99_beside / p99_alone))
     finally:
         server.stop()
+    return rows
+
+
+def report(args, rows, load_start):
     load_end = os.getloadavg()
     cpu = "unknown"
     with open("/proc/cpuinfo") as f:
@@ -148,8 +201,11 @@ def main():
         f"- Machine: `nproc` {os.cpu_count()}, {cpu}, {platform.machine()}",
         f"- Load average: start {' '.join(f'{x:.2f}' for x in load_start)}, "
         f"end {' '.join(f'{x:.2f}' for x in load_end)}",
-        f"- normserve {revision}, `--threads {args.threads}`, {args.seconds:.0f} s per closed "
-        "loop, clients in Python (grpcio) on the same machine",
+        f"- normserve {revision}, "
+        + (f"{args.rounds} interleaved rounds, medians" if args.instances
+           else f"`--threads {args.threads}`")
+        + f", {args.seconds:.0f} s per closed loop, clients in Python (grpcio) on the same "
+        "machine",
         "",
         "| workload | baseline | under test | ratio |",
         "|---|---|---|---|",
