@@ -4,8 +4,10 @@
 #include <CLI/Formatter.hpp>
 #include <algorithm>
 #include <cctype>
+#include <iomanip>
 #include <iostream>
 #include <memory>
+#include <sstream>
 #include <stdexcept>
 #include <vector>
 
@@ -19,7 +21,7 @@ class HelpFormatter : public CLI::Formatter {
   HelpFormatter() { column_width(32); }
 
   std::string make_option_opts(const CLI::Option* option) const override {
-    if (option->get_type_size() == 0) return "";  // a switch
+    if (option->get_type_size() == 0 || option->get_positional()) return "";  // a switch
     return " " + ValueName(option) + (option->get_required() ? " (required)" : "");
   }
 
@@ -29,8 +31,10 @@ class HelpFormatter : public CLI::Formatter {
       if (!detail.empty()) details += (details.empty() ? "" : "; ") + detail;
     };
     if (option->get_type_size() != 0) add(Accepted(option));
-    if (option->get_type_size() != 0 && !option->get_default_str().empty()) {
-      add("default " + option->get_default_str());
+    const std::string default_value = option->get_default_str();
+    if (option->get_type_size() != 0 && !option->get_positional() && !default_value.empty() &&
+        default_value != "[]") {
+      add("default " + default_value);
     }
     if (!option->get_envname().empty()) add("env " + option->get_envname());
     std::string text = option->get_description();
@@ -54,6 +58,19 @@ class HelpFormatter : public CLI::Formatter {
 }  // namespace
 
 const char* Version() { return NORMSERVE_VERSION; }
+
+CLI::Validator NumberIn(double min, double max) {
+  std::ostringstream text;
+  text << std::setprecision(15) << min << ".." << max;
+  const std::string range = text.str();
+  return CLI::Validator(
+      [min, max, range](std::string& value) -> std::string {
+        double number = 0;
+        if (CLI::detail::lexical_cast(value, number) && number >= min && number <= max) return "";
+        return "needs a number in " + range + ", got '" + value + "'";
+      },
+      range);
+}
 
 std::string EnvironmentName(const std::string& program, const std::string& flag) {
   std::string name = program + "_" + flag;

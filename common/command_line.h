@@ -3,6 +3,8 @@
 // name the flag, printed one way and exiting with one status.
 #pragma once
 
+#include <CLI/Error.hpp>
+#include <CLI/Validators.hpp>
 #include <functional>
 #include <optional>
 #include <string>
@@ -25,6 +27,10 @@ const char* Version();
 // NORMSERVE_BENCH_SERVER. Prefixed by the program because the client and the server share
 // flag names (--tls-cert) with different meanings and may run in one environment.
 std::string EnvironmentName(const std::string& program, const std::string& flag);
+
+// A check for an option: a number in [MIN, MAX]. Help shows "MIN..MAX"; the error names the
+// flag, the range and the value given.
+CLI::Validator NumberIn(double min, double max);
 
 // Gives APP (named after the program, e.g. "normserved") the common conventions: --help/-h,
 // --version, the help layout (each option's type, range, default and environment variable).

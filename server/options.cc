@@ -61,12 +61,12 @@ std::optional<int> ParseServerOptions(int argc, const char* const* argv, ServerO
   app.add_option("--threads", o->batching.threads,
                  "intra-op threads of each model instance (README \"Threads\")")
       ->type_name("N")
-      ->check(CLI::Range(1, 1024));
+      ->check(command_line::NumberIn(1, 1024));
   app.add_option("--instances", o->batching.instances,
                  "model instances: each runs its own batches on its own thread (README\n"
                  "\"Threads\")")
       ->type_name("N")
-      ->check(CLI::Range(1, 64));
+      ->check(command_line::NumberIn(1, 64));
   app.add_option("--device", o->device, "cpu, or cuda[:N] with a CUDA LibTorch build")
       ->type_name("DEVICE")
       ->check(CLI::Validator(CheckComputeDevice, "cpu|cuda[:N]"));
@@ -80,11 +80,11 @@ std::optional<int> ParseServerOptions(int argc, const char* const* argv, ServerO
       ->check(CLI::IsMember({"none", "poll", "explicit"}));
   app.add_option("--repository-poll-secs", o->repository_poll_secs, "poll interval")
       ->type_name("S")
-      ->check(CLI::Range(0.05, 86400.0));
+      ->check(command_line::NumberIn(0.05, 86400.0));
   app.add_option("--shutdown-grace-secs", o->shutdown_grace_secs,
                  "how long queued and running calls may take to finish after SIGTERM")
       ->type_name("S")
-      ->check(CLI::Range(0.0, 86400.0));
+      ->check(command_line::NumberIn(0.0, 86400.0));
 
   const std::string batching = "Batching defaults, for models whose model.json does not set them";
   int64_t max_queue_delay_us = o->batching.max_queue_delay.count();
@@ -92,65 +92,65 @@ std::optional<int> ParseServerOptions(int argc, const char* const* argv, ServerO
   app.add_option("--max-batch-size", o->batching.max_batch_size,
                  "requests per batch and running together")
       ->type_name("N")
-      ->check(CLI::Range(1, 1024))
+      ->check(command_line::NumberIn(1, 1024))
       ->group(batching);
   app.add_option("--max-batch-tokens", o->batching.max_batch_tokens, "tokens per batch")
       ->type_name("N")
-      ->check(CLI::Range(1, 1 << 20))
+      ->check(command_line::NumberIn(1, 1 << 20))
       ->group(batching);
   app.add_option("--max-queue-delay-us", max_queue_delay_us,
                  "how long a request waits for partners")
       ->type_name("N")
-      ->check(CLI::Range(0, 10'000'000))
+      ->check(command_line::NumberIn(0, 10'000'000))
       ->group(batching);
   app.add_option("--max-queue-size", o->batching.max_queue_size,
                  "queued requests per model before RESOURCE_EXHAUSTED")
       ->type_name("N")
-      ->check(CLI::Range(1, 1 << 20))
+      ->check(command_line::NumberIn(1, 1 << 20))
       ->group(batching);
   app.add_option("--memory-budget-mb", memory_budget_mb,
                  "memory of one model call: larger batches run as several calls; a text that\n"
                  "alone needs more is INVALID_ARGUMENT")
       ->type_name("N")
-      ->check(CLI::Range(1, 1 << 20))
+      ->check(command_line::NumberIn(1, 1 << 20))
       ->group(batching);
 
   const std::string limits =
       "Request limits (INVALID_ARGUMENT beyond them, checked before tokenizing)";
   app.add_option("--max-texts-per-request", o->limits.max_texts, "texts or pairs per request")
       ->type_name("N")
-      ->check(CLI::Range(1, 1 << 16))
+      ->check(command_line::NumberIn(1, 1 << 16))
       ->group(limits);
   app.add_option("--max-text-bytes", o->limits.max_text_bytes,
                  "bytes per text (0: 64 per position of the model, i.e. 16384 for\n"
                  "max_positions 256)")
       ->type_name("N")
-      ->check(CLI::Range(0, 1 << 26))
+      ->check(command_line::NumberIn(0, 1 << 26))
       ->group(limits);
   app.add_option("--max-tokens-per-request", o->limits.max_tokens,
                  "tokens of a request's texts together")
       ->type_name("N")
-      ->check(CLI::Range(1, 1 << 24))
+      ->check(command_line::NumberIn(1, 1 << 24))
       ->group(limits);
   app.add_option("--max-message-bytes", o->max_message_bytes,
                  "largest request message (RESOURCE_EXHAUSTED beyond it)")
       ->type_name("N")
-      ->check(CLI::Range(1024, 1 << 30))
+      ->check(command_line::NumberIn(1024, 1 << 30))
       ->group(limits);
   app.add_option("--max-metadata-bytes", o->max_metadata_bytes,
                  "request metadata (headers) together")
       ->type_name("N")
-      ->check(CLI::Range(1024, 1 << 20))
+      ->check(command_line::NumberIn(1024, 1 << 20))
       ->group(limits);
   app.add_option("--max-concurrent-streams", o->max_concurrent_streams,
                  "calls at once on one client connection")
       ->type_name("N")
-      ->check(CLI::Range(1, 1 << 16))
+      ->check(command_line::NumberIn(1, 1 << 16))
       ->group(limits);
   app.add_option("--tokenizer-threads", o->tokenizer_threads,
                  "threads that check and tokenize requests off gRPC's threads")
       ->type_name("N")
-      ->check(CLI::Range(1, 64))
+      ->check(command_line::NumberIn(1, 64))
       ->group(limits);
 
   const std::string tls = "TLS on the gRPC port (default: plaintext)";
@@ -170,7 +170,7 @@ std::optional<int> ParseServerOptions(int argc, const char* const* argv, ServerO
                  "re-read the three files every S seconds, so replaced certificates take\n"
                  "effect without a restart")
       ->type_name("S")
-      ->check(CLI::Range(1, 86400))
+      ->check(command_line::NumberIn(1, 86400))
       ->group(tls);
 
   const std::string auth = "Authentication (README \"Security\")";
