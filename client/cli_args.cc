@@ -1,6 +1,8 @@
 #include "client/cli_args.h"
 
 #include <CLI/CLI.hpp>
+#include <limits>
+#include <type_traits>
 
 #include "client/channel_flags.h"
 #include "common/command_line.h"
@@ -19,8 +21,14 @@ stderr), 2 on a usage error; health: 1 when not SERVING.)";
 template <typename T>
 CLI::Option* AddOptional(CLI::App* command, const std::string& flag, std::optional<T>* field,
                          const std::string& description) {
-  return command->add_option_function<T>(
+  CLI::Option* option = command->add_option_function<T>(
       flag, [field](const T& value) { *field = value; }, description);
+  // Checked before conversion, so that a word or a negative number gets a message saying
+  // what the flag takes.
+  if constexpr (std::is_same_v<T, uint32_t>) {
+    option->check(command_line::NumberIn(0, std::numeric_limits<uint32_t>::max()));
+  }
+  return option;
 }
 
 // --model, --version and --priority of translate, score and generate.

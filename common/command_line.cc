@@ -85,8 +85,10 @@ void Configure(CLI::App* app) {
                         "print the version and exit");
   app->set_help_flag("-h,--help", "print this help and exit");
   app->formatter(std::make_shared<HelpFormatter>());
-  // Show what each option is when not given (captured from the bound variable).
-  app->option_defaults()->always_capture_default();
+  // Show what each option is when not given (captured from the bound variable), and let a
+  // repeated flag's last value win, as scripts that append flags to common ones expect.
+  app->option_defaults()->always_capture_default()->multi_option_policy(
+      CLI::MultiOptionPolicy::TakeLast);
 }
 
 void AddEnvironmentFallbacks(const std::string& program, CLI::App* app) {
