@@ -42,7 +42,7 @@ RUN apt-get update \
     && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
          ca-certificates curl unzip cmake g++ make pkg-config \
          libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler \
-         prometheus-cpp-dev libcpp-httplib-dev nlohmann-json3-dev libsentencepiece-dev \
+         prometheus-cpp-dev libcpp-httplib-dev nlohmann-json3-dev libsentencepiece-dev libcli11-dev \
          sentencepiece \
     && rm -rf /var/lib/apt/lists/*
 RUN curl -fsSL --retry 3 -o /tmp/libtorch.zip "${LIBTORCH_URL}" \

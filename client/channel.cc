@@ -8,15 +8,6 @@
 
 namespace normserve::client {
 
-const char kTlsUsage[] =
-    R"(TLS (default: plaintext):
-  --tls-ca FILE           use TLS and verify the server's certificate with the CAs in FILE
-  --tls-cert FILE         client certificate chain for mutual TLS (with --tls-key)
-  --tls-key FILE          private key of --tls-cert
-  --tls-server-name NAME  the name the server's certificate is issued to, when the address
-                          is another (e.g. an IP address)
-)";
-
 namespace {
 
 std::string ReadPem(const std::string& flag, const std::string& path) {
@@ -32,14 +23,6 @@ std::string ReadPem(const std::string& flag, const std::string& path) {
 }
 
 }  // namespace
-
-std::string* TlsFlagField(const std::string& flag, ChannelTls* tls) {
-  if (flag == "--tls-ca") return &tls->ca_file;
-  if (flag == "--tls-cert") return &tls->cert_file;
-  if (flag == "--tls-key") return &tls->key_file;
-  if (flag == "--tls-server-name") return &tls->server_name;
-  return nullptr;
-}
 
 void CheckChannelTls(const ChannelTls& tls) {
   if (tls.cert_file.empty() != tls.key_file.empty()) {

@@ -20,12 +20,6 @@ struct ChannelTls {
                             // when it is not the host of the address
 };
 
-// The field that FLAG (e.g. "--tls-ca") sets, or nullptr when FLAG is not a TLS flag.
-std::string* TlsFlagField(const std::string& flag, ChannelTls* tls);
-
-// The TLS flags' usage lines, the same for both programs.
-extern const char kTlsUsage[];
-
 // Throws std::invalid_argument when the flags do not fit together.
 void CheckChannelTls(const ChannelTls& tls);
 

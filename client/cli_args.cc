@@ -1,115 +1,130 @@
 #include "client/cli_args.h"
 
-#include <set>
-#include <stdexcept>
+#include <CLI/CLI.hpp>
+#include <limits>
+#include <type_traits>
+
+#include "client/channel_flags.h"
+#include "common/command_line.h"
 
 namespace normserve::cli {
-
-const char kUsage[] =
-    R"(usage: normserve [--server HOST:PORT] [--json] [--timeout SECS] [TLS flags]
-                 [--token-file F] COMMAND [flags] [TEXT...]
-
-commands:
-  translate --model M [--beam N] [--n-best N] [--length-penalty X]
-            [--max-length-a X] [--max-length-b N] [--tokens] TEXT...
-      translate texts with a transformer_mt model
-  score --model M TEXT...
-      per-token log-probs and perplexity; for a transformer_mt model each text is
-      "SOURCE<TAB>TARGET"
-  generate --model M [--temperature X] [--top-k N] [--top-p X] [--seed N]
-           [--max-new-tokens N] [--stop STRING] [PROMPT | -]
-      continue PROMPT (or stdin with "-") with a transformer_lm model, streamed
-  models                     list the models and their state
-  load MODEL                 (re)load a model of the repository (--model-control explicit)
-  unload MODEL               stop serving a model (--model-control explicit)
-  health [--service NAME]    exit 0 when the server (or model/service NAME) is SERVING
-
-translate, score and generate also take --version N (default: newest) and --priority N
-(1 first; default: the model's lowest). --model may name a variant group.
-Texts come from the arguments, or one per line from stdin when there are none.
---server defaults to 127.0.0.1:50051. --token-file F: a file holding the bearer token that
-servers with --auth-tokens-file need (sent as "authorization: Bearer TOKEN"). Errors print
-the gRPC status name and message on stderr and exit non-zero.
-)";
-
 namespace {
 
-// Flags that take no value.
-const std::set<std::string> kSwitches = {"tokens"};
+constexpr char kFooter[] =
+    R"(Texts come from the arguments, or one per line from stdin when there are none.
+`normserve COMMAND --help` lists a command's flags. The global flags can also come from their
+environment variables (shown as env), e.g. NORMSERVE_SERVER=host:50051; a flag wins.
+Exit status: 0 on success, 1 when the call fails (the gRPC status name and message go to
+stderr), 2 on a usage error; health: 1 when not SERVING.)";
+
+// Sets FIELD only when the flag is given, so that the server's default applies otherwise.
+template <typename T>
+CLI::Option* AddOptional(CLI::App* command, const std::string& flag, std::optional<T>* field,
+                         const std::string& description) {
+  CLI::Option* option = command->add_option_function<T>(
+      flag, [field](const T& value) { *field = value; }, description);
+  // Checked before conversion, so that a word or a negative number gets a message saying
+  // what the flag takes.
+  if constexpr (std::is_same_v<T, uint32_t>) {
+    option->check(command_line::NumberIn(0, std::numeric_limits<uint32_t>::max()));
+  }
+  return option;
+}
+
+// --model, --version and --priority of translate, score and generate.
+void AddModelOptions(CLI::App* command, Args* args) {
+  command->add_option("--model", args->model, "the model, or a variant group")
+      ->type_name("M")
+      ->required();
+  AddOptional(command, "--version", &args->version, "the model's version (default: newest)")
+      ->type_name("N");
+  AddOptional(command, "--priority", &args->priority,
+              "1 first (default: the model's lowest priority)")
+      ->type_name("N");
+}
+
+void AddTranslate(CLI::App* app, Args* args) {
+  CLI::App* c = app->add_subcommand("translate", "translate texts with a transformer_mt model");
+  AddModelOptions(c, args);
+  AddOptional(c, "--beam", &args->beam, "beam size")->type_name("N");
+  AddOptional(c, "--n-best", &args->n_best, "hypotheses per text")->type_name("N");
+  AddOptional(c, "--length-penalty", &args->length_penalty, "length penalty")->type_name("X");
+  AddOptional(c, "--max-length-a", &args->max_length_a, "longest output: a * source length + b")
+      ->type_name("X");
+  AddOptional(c, "--max-length-b", &args->max_length_b, "see --max-length-a")->type_name("N");
+  c->add_flag("--tokens", args->tokens, "print each hypothesis's tokens too");
+  c->add_option("TEXT", args->texts, "the texts (default: lines of stdin)");
+}
+
+void AddScore(CLI::App* app, Args* args) {
+  CLI::App* c = app->add_subcommand(
+      "score",
+      "per-token log-probs and perplexity; for a transformer_mt model each text is\n"
+      "\"SOURCE<TAB>TARGET\"");
+  AddModelOptions(c, args);
+  c->add_option("TEXT", args->texts, "the texts (default: lines of stdin)");
+}
+
+void AddGenerate(CLI::App* app, Args* args) {
+  CLI::App* c = app->add_subcommand(
+      "generate", "continue PROMPT (or stdin with \"-\") with a transformer_lm model, streamed");
+  AddModelOptions(c, args);
+  AddOptional(c, "--temperature", &args->temperature, "sampling temperature")->type_name("X");
+  AddOptional(c, "--top-k", &args->top_k, "sample from the K most likely tokens")->type_name("N");
+  AddOptional(c, "--top-p", &args->top_p, "sample from the tokens of this probability mass")
+      ->type_name("X");
+  AddOptional(c, "--seed", &args->seed, "seed of the sampling: the same output again")
+      ->type_name("N");
+  AddOptional(c, "--max-new-tokens", &args->max_new_tokens, "tokens to generate at most")
+      ->type_name("N");
+  AddOptional(c, "--stop", &args->stop, "stop when the output ends with STRING")
+      ->type_name("STRING");
+  c->add_option("PROMPT", args->texts, "the prompt; \"-\": read it from stdin")->expected(0, 1);
+}
+
+void AddModelControl(CLI::App* app, Args* args) {
+  app->add_subcommand("models", "list the models and their state");
+  for (const char* command : {"load", "unload"}) {
+    CLI::App* c = app->add_subcommand(
+        command, std::string(command) == "load"
+                     ? "(re)load a model of the repository (--model-control explicit)"
+                     : "stop serving a model (--model-control explicit)");
+    c->add_option("MODEL", args->texts, "the model")->expected(1)->required();
+  }
+  CLI::App* health =
+      app->add_subcommand("health", "exit 0 when the server (or model/service NAME) is SERVING");
+  health->add_option("--service", args->service, "a model or service name")->type_name("NAME");
+}
 
 }  // namespace
 
-std::optional<std::string> Args::Flag(const std::string& name) const {
-  auto it = flags.find(name);
-  if (it == flags.end()) return std::nullopt;
-  return it->second;
-}
+std::optional<int> ParseArgs(int argc, const char* const* argv, Args* args) {
+  CLI::App app("The command-line client of normserved.", "normserve");
+  command_line::Configure(&app);
+  app.footer(kFooter);
+  app.add_option("--server", args->server, "normserved's gRPC address")->type_name("ADDR");
+  app.add_flag("--json", args->json, "print the responses as JSON");
+  app.add_option("--timeout", args->timeout_secs, "deadline of each call")
+      ->type_name("SECS")
+      ->check(command_line::NumberIn(0.001, 86400));
+  app.add_option("--token-file", args->token_file,
+                 "a file holding the bearer token that servers with --auth-tokens-file need\n"
+                 "(sent as \"authorization: Bearer TOKEN\")")
+      ->type_name("F");
+  client::AddChannelTlsOptions(&app, &args->tls);
+  command_line::AddEnvironmentFallbacks("normserve", &app);
 
-std::optional<double> Args::Number(const std::string& name) const {
-  const auto value = Flag(name);
-  if (!value) return std::nullopt;
-  size_t used = 0;
-  double number = 0;
-  try {
-    number = std::stod(*value, &used);
-  } catch (const std::exception&) {
-    used = 0;
-  }
-  if (used != value->size() || value->empty()) {
-    throw std::invalid_argument("--" + name + " needs a number, got '" + *value + "'");
-  }
-  return number;
-}
-
-std::optional<Args> ParseArgs(const std::vector<std::string>& argv) {
-  Args args;
-  size_t i = 0;
-  auto value_of = [&](const std::string& flag) {
-    if (i + 1 >= argv.size()) throw std::invalid_argument(flag + " needs a value");
-    return argv[++i];
-  };
-  for (; i < argv.size() && args.command.empty(); ++i) {
-    const std::string& a = argv[i];
-    if (a == "--help" || a == "-h") return std::nullopt;
-    if (a == "--server")
-      args.server = value_of(a);
-    else if (std::string* field = client::TlsFlagField(a, &args.tls))
-      *field = value_of(a);
-    else if (a == "--json")
-      args.json = true;
-    else if (a == "--timeout")
-      args.timeout_secs = std::stod(value_of(a));
-    else if (a == "--token-file")
-      args.token_file = value_of(a);
-    else if (a.rfind("--", 0) == 0)
-      throw std::invalid_argument("unknown flag " + a);
-    else
-      args.command = a;
-  }
-  if (args.command.empty()) throw std::invalid_argument("no command given");
-  for (; i < argv.size(); ++i) {
-    const std::string& a = argv[i];
-    if (a == "--help" || a == "-h") return std::nullopt;
-    if (a == "--json") {
-      args.json = true;
-    } else if (a == "--server") {
-      args.server = value_of(a);
-    } else if (std::string* field = client::TlsFlagField(a, &args.tls)) {
-      *field = value_of(a);
-    } else if (a == "--token-file") {
-      args.token_file = value_of(a);
-    } else if (a == "--") {
-      args.texts.insert(args.texts.end(), argv.begin() + static_cast<long>(i) + 1, argv.end());
-      break;
-    } else if (a.rfind("--", 0) == 0 && a.size() > 2) {
-      const std::string name = a.substr(2);
-      args.flags[name] = kSwitches.count(name) ? "true" : value_of(a);
-    } else {
-      args.texts.push_back(a);
-    }
-  }
-  client::CheckChannelTls(args.tls);
-  return args;
+  // The global flags also after the command (fallthrough), set before the commands exist.
+  app.fallthrough();
+  app.require_subcommand(1);
+  AddTranslate(&app, args);
+  AddScore(&app, args);
+  AddGenerate(&app, args);
+  AddModelControl(&app, args);
+  return command_line::Parse(&app, argc, argv, [&] {
+    args->command = app.get_subcommands().front()->get_name();
+    client::CheckChannelTls(args->tls);
+  });
 }
 
 }  // namespace normserve::cli

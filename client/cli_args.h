@@ -1,7 +1,7 @@
 // The normserve CLI's command line: global flags, a command, its flags and its texts.
 #pragma once
 
-#include <map>
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <vector>
@@ -18,18 +18,26 @@ struct Args {
   std::string token_file;  // --token-file: the bearer token's file (a token in argv would show)
   std::string token;       // read from token_file before the first call, sent with every call
   std::string command;
-  std::map<std::string, std::string> flags;  // command flags, without the leading --
-  std::vector<std::string> texts;            // arguments, else lines of stdin
-
-  std::optional<std::string> Flag(const std::string& name) const;
-  // The flag as a number, checked; throws std::invalid_argument naming it.
-  std::optional<double> Number(const std::string& name) const;
+  // translate, score and generate; unset: the server's default.
+  std::string model;
+  std::optional<uint32_t> version, priority;
+  // translate
+  std::optional<uint32_t> beam, n_best, max_length_b;
+  std::optional<double> length_penalty, max_length_a;
+  bool tokens = false;
+  // generate
+  std::optional<double> temperature, top_p;
+  std::optional<uint32_t> top_k, seed, max_new_tokens;
+  std::optional<std::string> stop;
+  // health
+  std::string service;
+  std::vector<std::string> texts;  // arguments (load, unload: the model), else lines of stdin
 };
 
-// Throws std::invalid_argument with a message for the user; returns nullopt for --help.
-// The TLS flags (client/channel.h) go before or after the command, like --server.
-std::optional<Args> ParseArgs(const std::vector<std::string>& argv);
-
-extern const char kUsage[];  // followed by client::kTlsUsage
+// Parses argv into *args (global flags, else their NORMSERVE_* environment variables). Returns
+// the status to exit with when normserve is done: 0 after --help or --version, 2 after a
+// usage error (printed on stderr); nullopt when it goes on to run the command. The global
+// flags go before or after the command.
+std::optional<int> ParseArgs(int argc, const char* const* argv, Args* args);
 
 }  // namespace normserve::cli

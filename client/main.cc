@@ -11,6 +11,7 @@
 #include "client/auth_token.h"
 #include "client/channel.h"
 #include "client/cli_args.h"
+#include "common/command_line.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "normserve/v1/normserve.grpc.pb.h"
 #include "proto/status_names.h"
@@ -19,11 +20,6 @@ namespace normserve::cli {
 namespace {
 
 namespace v1 = normserve::v1;
-
-class UsageError : public std::invalid_argument {
- public:
-  using std::invalid_argument::invalid_argument;
-};
 
 int Fail(const grpc::Status& status) {
   std::cerr << "error: " << StatusCodeName(status.error_code()) << ": " << status.error_message()
@@ -47,33 +43,19 @@ void PrintJson(const google::protobuf::Message& message) {
   std::cout << json << "\n";
 }
 
-std::string RequireModel(const Args& args) {
-  const auto model = args.Flag("model");
-  if (!model || model->empty()) throw UsageError(args.command + " needs --model NAME");
-  return *model;
-}
-
-uint32_t Unsigned(const Args& args, const std::string& name) {
-  const double v = *args.Number(name);
-  if (v < 0 || v != static_cast<double>(static_cast<uint32_t>(v))) {
-    throw UsageError("--" + name + " needs a non-negative integer");
-  }
-  return static_cast<uint32_t>(v);
-}
-
 int Translate(v1::NormServe::Stub& stub, const Args& args) {
   v1::TranslateRequest request;
-  request.set_model(RequireModel(args));
+  request.set_model(args.model);
   for (const auto& t : args.texts) request.add_texts(t);
-  if (args.Flag("version")) request.set_version(Unsigned(args, "version"));
-  if (args.Flag("priority")) request.set_priority(Unsigned(args, "priority"));
+  if (args.version) request.set_version(*args.version);
+  if (args.priority) request.set_priority(*args.priority);
   auto* options = request.mutable_options();
-  if (args.Flag("beam")) options->set_beam_size(Unsigned(args, "beam"));
-  if (args.Flag("n-best")) options->set_n_best(Unsigned(args, "n-best"));
-  if (args.Flag("length-penalty")) options->set_length_penalty(*args.Number("length-penalty"));
-  if (args.Flag("max-length-a")) options->set_max_length_a(*args.Number("max-length-a"));
-  if (args.Flag("max-length-b")) options->set_max_length_b(Unsigned(args, "max-length-b"));
-  options->set_return_tokens(args.Flag("tokens").has_value());
+  if (args.beam) options->set_beam_size(*args.beam);
+  if (args.n_best) options->set_n_best(*args.n_best);
+  if (args.length_penalty) options->set_length_penalty(*args.length_penalty);
+  if (args.max_length_a) options->set_max_length_a(*args.max_length_a);
+  if (args.max_length_b) options->set_max_length_b(*args.max_length_b);
+  options->set_return_tokens(args.tokens);
 
   grpc::ClientContext context;
   PrepareCall(&context, args);
@@ -102,9 +84,9 @@ int Translate(v1::NormServe::Stub& stub, const Args& args) {
 
 int Score(v1::NormServe::Stub& stub, const Args& args) {
   v1::ScoreRequest request;
-  request.set_model(RequireModel(args));
-  if (args.Flag("version")) request.set_version(Unsigned(args, "version"));
-  if (args.Flag("priority")) request.set_priority(Unsigned(args, "priority"));
+  request.set_model(args.model);
+  if (args.version) request.set_version(*args.version);
+  if (args.priority) request.set_priority(*args.priority);
   // Translation models score SOURCE<TAB>TARGET pairs, language models texts; the server says
   // which one a model (or every member of a variant group) takes when the other comes.
   const bool pairs = !args.texts.empty() &&
@@ -144,19 +126,18 @@ int Score(v1::NormServe::Stub& stub, const Args& args) {
 }
 
 int Generate(v1::NormServe::Stub& stub, const Args& args) {
-  if (args.texts.size() > 1) throw UsageError("generate takes one prompt");
   v1::GenerateRequest request;
-  request.set_model(RequireModel(args));
+  request.set_model(args.model);
   request.set_prompt(args.texts.empty() ? "" : args.texts.front());
-  if (args.Flag("version")) request.set_version(Unsigned(args, "version"));
-  if (args.Flag("priority")) request.set_priority(Unsigned(args, "priority"));
+  if (args.version) request.set_version(*args.version);
+  if (args.priority) request.set_priority(*args.priority);
   auto* options = request.mutable_options();
-  if (args.Flag("temperature")) options->set_temperature(*args.Number("temperature"));
-  if (args.Flag("top-k")) options->set_top_k(Unsigned(args, "top-k"));
-  if (args.Flag("top-p")) options->set_top_p(*args.Number("top-p"));
-  if (args.Flag("seed")) options->set_seed(Unsigned(args, "seed"));
-  if (args.Flag("max-new-tokens")) options->set_max_new_tokens(Unsigned(args, "max-new-tokens"));
-  if (args.Flag("stop")) options->add_stop(*args.Flag("stop"));
+  if (args.temperature) options->set_temperature(*args.temperature);
+  if (args.top_k) options->set_top_k(*args.top_k);
+  if (args.top_p) options->set_top_p(*args.top_p);
+  if (args.seed) options->set_seed(*args.seed);
+  if (args.max_new_tokens) options->set_max_new_tokens(*args.max_new_tokens);
+  if (args.stop) options->add_stop(*args.stop);
 
   grpc::ClientContext context;
   PrepareCall(&context, args);
@@ -182,7 +163,6 @@ int Generate(v1::NormServe::Stub& stub, const Args& args) {
 }
 
 int LoadOrUnload(v1::NormServe::Stub& stub, const Args& args, bool load) {
-  if (args.texts.size() != 1) throw UsageError(args.command + " takes one model name");
   grpc::ClientContext context;
   PrepareCall(&context, args);
   grpc::Status status;
@@ -232,7 +212,7 @@ int Models(v1::NormServe::Stub& stub, const Args& args) {
 int Health(const std::shared_ptr<grpc::Channel>& channel, const Args& args) {
   auto stub = grpc::health::v1::Health::NewStub(channel);
   grpc::health::v1::HealthCheckRequest request;
-  request.set_service(args.Flag("service").value_or(""));
+  request.set_service(args.service);
   grpc::ClientContext context;
   PrepareCall(&context, args);
   grpc::health::v1::HealthCheckResponse response;
@@ -257,8 +237,7 @@ int Run(const Args& args) {
   if (args.command == "load") return LoadOrUnload(*stub, args, true);
   if (args.command == "unload") return LoadOrUnload(*stub, args, false);
   if (args.command == "models") return Models(*stub, args);
-  if (args.command == "health") return Health(channel, args);
-  throw UsageError("unknown command '" + args.command + "'");
+  return Health(channel, args);
 }
 
 }  // namespace
@@ -266,29 +245,24 @@ int Run(const Args& args) {
 
 int main(int argc, char** argv) {
   using namespace normserve::cli;
+  Args args;
+  if (const auto exit_status = ParseArgs(argc, argv, &args)) return *exit_status;
   try {
-    std::optional<Args> args = ParseArgs({argv + 1, argv + argc});
-    if (!args) {
-      std::cout << kUsage << "\n" << normserve::client::kTlsUsage;
-      return 0;
-    }
-    const bool takes_texts = args->command == "translate" || args->command == "score";
+    const bool takes_texts = args.command == "translate" || args.command == "score";
     // generate reads its prompt from stdin only when asked with "-".
-    if (args->command == "generate" && args->texts.size() == 1 && args->texts[0] == "-") {
-      args->texts[0].assign(std::istreambuf_iterator<char>(std::cin), {});
+    if (args.command == "generate" && args.texts.size() == 1 && args.texts[0] == "-") {
+      args.texts[0].assign(std::istreambuf_iterator<char>(std::cin), {});
     }
-    if (!args->token_file.empty()) {
-      args->token = normserve::client::ReadTokenFile(args->token_file);
+    if (!args.token_file.empty()) {
+      args.token = normserve::client::ReadTokenFile(args.token_file);
     }
-    if (takes_texts && args->texts.empty()) {
-      for (std::string line; std::getline(std::cin, line);) args->texts.push_back(line);
+    if (takes_texts && args.texts.empty()) {
+      for (std::string line; std::getline(std::cin, line);) args.texts.push_back(line);
     }
-    return Run(*args);
+    return Run(args);
   } catch (const std::invalid_argument& e) {
-    std::cerr << "normserve: " << e.what() << "\n\n"
-              << kUsage << "\n"
-              << normserve::client::kTlsUsage;
-    return 2;
+    std::cerr << "normserve: " << e.what() << "\n";
+    return normserve::command_line::kUsageError;
   } catch (const std::runtime_error& e) {
     std::cerr << "normserve: error: " << e.what() << "\n";
     return 1;

@@ -8,6 +8,8 @@ packages=(
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libtorch-dev prometheus-cpp-dev nlohmann-json3-dev libgtest-dev
   libsentencepiece-dev sentencepiece
+  # Every binary's command line (header-only: nothing to install at run time).
+  libcli11-dev
   # The metrics endpoint's HTTP server (with OpenSSL for HTTPS).
   libcpp-httplib-dev
   # Caches compiled objects between builds (scripts/build.sh).

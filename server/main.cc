@@ -1,7 +1,6 @@
 // normserved: serves the models of a repository over gRPC until SIGINT or SIGTERM.
 #include <signal.h>
 
-#include <iostream>
 #include <thread>
 
 #include "models/compute.h"
@@ -10,15 +9,8 @@
 
 int main(int argc, char** argv) {
   normserve::ServerOptions options;
-  std::string help;
-  try {
-    if (!normserve::ParseServerOptions({argv + 1, argv + argc}, &options, &help)) {
-      std::cout << help;
-      return 0;
-    }
-  } catch (const std::invalid_argument& e) {
-    std::cerr << "normserved: " << e.what() << "\n";
-    return 2;
+  if (const auto exit_status = normserve::ParseServerOptions(argc, argv, &options)) {
+    return *exit_status;
   }
 
   normserve::RestartWithComputeEnvironment(argv, options.batching.threads);

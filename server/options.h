@@ -1,8 +1,8 @@
 // normserved's command line (DESIGN.md section 8).
 #pragma once
 
+#include <optional>
 #include <string>
-#include <vector>
 
 #include "models/served_model.h"
 #include "server/batcher.h"
@@ -36,9 +36,9 @@ struct ServerOptions {
   bool enable_reflection = false;
 };
 
-// Parses argv; throws std::invalid_argument with a message fit for the user. Returns false
-// when the user asked for --help (the usage text is then in *help).
-bool ParseServerOptions(const std::vector<std::string>& args, ServerOptions* options,
-                        std::string* help);
+// Parses argv into *options (flags, else their NORMSERVED_* environment variables). Returns
+// the status to exit with when normserved is done: 0 after --help or --version, 2 after a
+// usage error (printed on stderr); nullopt when it goes on to serve.
+std::optional<int> ParseServerOptions(int argc, const char* const* argv, ServerOptions* options);
 
 }  // namespace normserve

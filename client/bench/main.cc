@@ -16,6 +16,7 @@
 #include "client/bench/stats.h"
 #include "client/bench/texts.h"
 #include "client/channel.h"
+#include "common/command_line.h"
 #include "normserve/v1/normserve.grpc.pb.h"
 #include "proto/status_names.h"
 
@@ -196,24 +197,15 @@ int Run(const BenchOptions& o) {
 
 int main(int argc, char** argv) {
   using namespace normserve::bench;
-  std::optional<BenchOptions> options;
-  try {
-    options = ParseBenchOptions({argv + 1, argv + argc});
-  } catch (const std::invalid_argument& e) {
-    std::cerr << "normserve-bench: " << e.what() << "\n(normserve-bench --help lists the flags)\n";
-    return 2;
-  }
-  if (!options) {
-    std::cout << kBenchUsage << "\n" << normserve::client::kTlsUsage;
-    return 0;
-  }
+  BenchOptions options;
+  if (const auto exit_status = ParseBenchOptions(argc, argv, &options)) return *exit_status;
   std::signal(SIGINT, OnSignal);
   std::signal(SIGTERM, OnSignal);
   try {
-    return Run(*options);
+    return Run(options);
   } catch (const std::invalid_argument& e) {
     std::cerr << "normserve-bench: " << e.what() << "\n";
-    return 2;
+    return normserve::command_line::kUsageError;
   } catch (const std::exception& e) {
     std::cerr << "normserve-bench: error: " << e.what() << "\n";
     return 1;

@@ -32,10 +32,10 @@ struct BenchOptions {
   uint64_t seed = 1;
 };
 
-// Throws std::invalid_argument with a message for the user; returns nullopt for --help.
-// Fills the defaults: --concurrency 1,4,16,64 and --duration-secs 10.
-std::optional<BenchOptions> ParseBenchOptions(const std::vector<std::string>& argv);
-
-extern const char kBenchUsage[];  // followed by client::kTlsUsage
+// Parses argv into *options (flags, else their NORMSERVE_BENCH_* environment variables) and
+// fills the defaults: --concurrency 1,4,16,64 and --duration-secs 10. Returns the status to
+// exit with when normserve-bench is done: 0 after --help or --version, 2 after a usage error
+// (printed on stderr); nullopt when it goes on to run.
+std::optional<int> ParseBenchOptions(int argc, const char* const* argv, BenchOptions* options);
 
 }  // namespace normserve::bench

@@ -12,6 +12,7 @@
 #include <torch/version.h>
 #include <unistd.h>
 
+#include <CLI/CLI.hpp>
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -32,6 +33,7 @@
 #include <thread>
 #include <vector>
 
+#include "common/command_line.h"
 #include "models/norm/norm_config.h"
 #include "models/norm/norm_kernels.h"
 #include "models/norm/norm_op.h"
@@ -48,23 +50,9 @@ namespace {
   (TORCH_VERSION_MAJOR > (major) ||            \
    (TORCH_VERSION_MAJOR == (major) && TORCH_VERSION_MINOR >= (minor)))
 
-constexpr const char* kUsage = R"(normserve-normbench: norm kernels vs a device copy and ATen
-
-  --device cpu|cuda   where to run (default cpu; cuda needs a GPU and a CUDA build)
-  --quick             a reduced set of shapes (rows 256,4096,16384; d 1024,4096; fp32,bf16)
-  --csv FILE          CSV output (default results/normbench-<host>-<device>.csv)
-  --markdown FILE     Markdown output (default results/normbench-<host>-<device>.md)
-  --threads N         ATen intra-op threads (default: the number of cores)
-  --rows LIST         comma-separated row counts (default 1,16,256,4096,16384)
-  --d LIST            comma-separated hidden sizes (default 512,1024,4096,8192)
-  --dtypes LIST       float32,float16,bfloat16 (default all)
-  --variants LIST     layernorm,rmsnorm,prmsnorm,powernorm,batchnorm (default all)
-  --forms LIST        plain,fused (default both)
-  --min-ms MS         minimum duration of one timed batch of launches (default 20)
-  --no-overhead       skip the sampled-timing overhead measurement
-  --note TEXT         a note for the Markdown header (e.g. the machine's load)
-  --help
-)";
+constexpr char kDescription[] =
+    R"(normserve-normbench: norm kernels vs a device copy and ATen (docs/kernels.md). Writes the
+table as CSV and Markdown under results/.)";
 
 struct Options {
   std::string device = "cpu";
@@ -81,78 +69,62 @@ struct Options {
   bool overhead = true;
 };
 
-std::vector<std::string> Split(const std::string& s) {
-  std::vector<std::string> out;
-  std::stringstream in(s);
-  for (std::string item; std::getline(in, item, ',');) {
-    if (!item.empty()) out.push_back(item);
-  }
-  return out;
-}
-
-std::vector<int64_t> SplitInts(const std::string& s) {
-  std::vector<int64_t> out;
-  for (const std::string& item : Split(s)) out.push_back(std::stoll(item));
-  return out;
-}
-
 [[noreturn]] void Fail(const std::string& message) {
   std::cerr << "normserve-normbench: " << message << "\n";
   std::exit(2);
 }
 
-Options Parse(int argc, char** argv) {
-  Options o;
-  bool rows_set = false, dims_set = false, dtypes_set = false;
-  for (int i = 1; i < argc; ++i) {
-    const std::string a = argv[i];
-    const auto value = [&]() -> std::string {
-      if (i + 1 >= argc) Fail(a + " needs a value");
-      return argv[++i];
-    };
-    if (a == "--help" || a == "-h") {
-      std::cout << kUsage;
-      std::exit(0);
-    } else if (a == "--device") {
-      o.device = value();
-      if (o.device != "cpu" && o.device != "cuda") Fail("--device must be cpu or cuda");
-    } else if (a == "--quick") {
-      o.quick = true;
-    } else if (a == "--csv") {
-      o.csv = value();
-    } else if (a == "--markdown") {
-      o.markdown = value();
-    } else if (a == "--note") {
-      o.note = value();
-    } else if (a == "--threads") {
-      o.threads = std::stoi(value());
-    } else if (a == "--rows") {
-      o.rows = SplitInts(value());
-      rows_set = true;
-    } else if (a == "--d") {
-      o.dims = SplitInts(value());
-      dims_set = true;
-    } else if (a == "--dtypes") {
-      o.dtypes = Split(value());
-      dtypes_set = true;
-    } else if (a == "--variants") {
-      o.variants = Split(value());
-    } else if (a == "--forms") {
-      o.forms = Split(value());
-    } else if (a == "--min-ms") {
-      o.min_ms = std::stod(value());
-    } else if (a == "--no-overhead") {
-      o.overhead = false;
-    } else {
-      Fail("unknown argument " + a + " (see --help)");
+// The flags into *o. Returns the status to exit with when the run is done (--help,
+// --version, a usage error); nullopt when it goes on to measure.
+std::optional<int> Parse(int argc, char** argv, Options* o) {
+  CLI::App app(kDescription, "normserve-normbench");
+  command_line::Configure(&app);
+  app.footer(
+      "Every flag can also come from its environment variable (shown as env); a flag wins.\n"
+      "Exit status: 0 written, 1 failed, 2 on a usage error.");
+  app.add_option("--device", o->device, "where to run (cuda needs a GPU and a CUDA build)")
+      ->type_name("DEVICE")
+      ->check(CLI::IsMember({"cpu", "cuda"}));
+  app.add_flag("--quick", o->quick,
+               "a reduced set of shapes (rows 256,4096,16384; d 1024,4096; float32,bfloat16)");
+  app.add_option("--csv", o->csv, "CSV output (default results/normbench-<host>-<device>.csv)")
+      ->type_name("FILE");
+  app.add_option("--markdown", o->markdown,
+                 "Markdown output (default results/normbench-<host>-<device>.md)")
+      ->type_name("FILE");
+  app.add_option("--threads", o->threads, "ATen intra-op threads (0: the number of cores)")
+      ->type_name("N")
+      ->check(command_line::NumberIn(0, 1024));
+  const auto list = [&](const std::string& flag, auto* field, const std::string& what) {
+    return app.add_option(flag, *field, what)->type_name("LIST")->delimiter(',');
+  };
+  CLI::Option* rows = list("--rows", &o->rows, "comma-separated row counts")
+                          ->check(command_line::NumberIn(1, 1 << 24));
+  CLI::Option* dims = list("--d", &o->dims, "comma-separated hidden sizes")
+                          ->check(command_line::NumberIn(1, 1 << 20));
+  CLI::Option* dtypes = list("--dtypes", &o->dtypes, "storage dtypes")
+                            ->check(CLI::IsMember({"float32", "float16", "bfloat16"}));
+  list("--variants", &o->variants, "norm variants")
+      ->check(CLI::IsMember({"layernorm", "rmsnorm", "prmsnorm", "powernorm", "batchnorm"}));
+  list("--forms", &o->forms, "plain: the norm; fused: residual add and norm")
+      ->check(CLI::IsMember({"plain", "fused"}));
+  app.add_option("--min-ms", o->min_ms, "minimum duration of one timed batch of launches")
+      ->type_name("MS")
+      ->check(command_line::NumberIn(0.001, 60'000));
+  bool no_overhead = false;
+  app.add_flag("--no-overhead", no_overhead, "skip the sampled-timing overhead measurement");
+  app.add_option("--note", o->note, "a note for the Markdown header (e.g. the machine's load)")
+      ->type_name("TEXT");
+  command_line::AddEnvironmentFallbacks("normserve-normbench", &app);
+
+  return command_line::Parse(&app, argc, argv, [&] {
+    o->overhead = !no_overhead;
+    if (o->quick) {
+      if (rows->count() == 0) o->rows = {256, 4096, 16384};
+      if (dims->count() == 0) o->dims = {1024, 4096};
+      if (dtypes->count() == 0) o->dtypes = {"float32", "bfloat16"};
     }
-  }
-  if (o.quick) {
-    if (!rows_set) o.rows = {256, 4096, 16384};
-    if (!dims_set) o.dims = {1024, 4096};
-    if (!dtypes_set) o.dtypes = {"float32", "bfloat16"};
-  }
-  return o;
+  });
 }
 
 // ---- Machine ---------------------------------------------------------------------------------
@@ -1066,7 +1038,7 @@ void WriteFiles(const Context& c, const std::string& header, const std::vector<T
 
 int Main(int argc, char** argv) {
   Context c;
-  c.options = Parse(argc, argv);
+  if (const auto exit_status = Parse(argc, argv, &c.options)) return *exit_status;
   c.device = c.options.device;
   const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   c.threads = c.options.threads > 0 ? c.options.threads : cores;
@@ -1136,7 +1108,6 @@ int Main(int argc, char** argv) {
     const std::optional<VariantDef> v = FindVariant(vname);
     if (!v) Fail("unknown variant " + vname);
     for (const std::string& form : c.options.forms) {
-      if (form != "plain" && form != "fused") Fail("unknown form " + form);
       for (const std::string& dtype : c.options.dtypes) {
         for (int64_t d : c.options.dims) {
           for (int64_t rows : c.options.rows) BenchOne(c, *v, form == "fused", dtype, rows, d);

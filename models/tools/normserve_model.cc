@@ -1,23 +1,21 @@
 // normserve-model: writes model directories. `init` makes a complete one with random weights;
 // `convert` writes a Pre-LN model's lossless Pre-RMSNorm equivalent.
+#include <CLI/CLI.hpp>
 #include <fstream>
-#include <functional>
 #include <iostream>
 #include <optional>
 #include <sstream>
 #include <string>
 
+#include "common/command_line.h"
 #include "models/errors.h"
 #include "models/io/model_init.h"
 #include "models/io/norm_conversion.h"
 
 namespace {
 
-constexpr char kUsage[] =
-    R"(usage: normserve-model init --config CONFIG.json --out DIR
-                            [--source-text FILE] --target-text FILE
-                            [--vocab-size N] [--seed N] [--dtype f32|f16|bf16]
-       normserve-model convert --norm rmsnorm --input DIR --output DIR [--dtype f32|f16|bf16]
+constexpr char kDescription[] =
+    R"(Writes model directories.
 
 init writes DIR/config.json, DIR/model.safetensors and the SentencePiece model(s), trained on
 the given text files (one sentence per line): source.spm and target.spm for transformer_mt,
@@ -29,9 +27,12 @@ convert writes the Pre-RMSNorm equivalent of the Pre-LN model in the input versi
 RMSNorm at every site, recentred weights, the tied output projection untied. Weights are
 written in the input's dtype unless --dtype says otherwise; only f32 keeps the recentring
 exact (f16 rounds it again: logits then differ by about 1e-3). Other models are refused with
-the reason. crmsnorm is not implemented yet.
-Exit codes: 0 written, 1 refused or failed, 2 usage error.
-)";
+the reason. crmsnorm is not implemented yet.)";
+
+constexpr char kFooter[] =
+    R"(`normserve-model COMMAND --help` lists a command's flags. Every flag can also come from its
+environment variable (shown as env); a flag wins.
+Exit codes: 0 written, 1 refused or failed, 2 usage error.)";
 
 std::string ReadFile(const std::string& path) {
   std::ifstream in(path);
@@ -42,94 +43,100 @@ std::string ReadFile(const std::string& path) {
 }
 
 normserve::safetensors::DType ParseDType(const std::string& value) {
-  if (value == "f32") return normserve::safetensors::DType::kF32;
   if (value == "f16") return normserve::safetensors::DType::kF16;
   if (value == "bf16") return normserve::safetensors::DType::kBF16;
-  throw std::invalid_argument("--dtype must be f32, f16 or bf16");
+  return normserve::safetensors::DType::kF32;
 }
 
-// Calls `take(flag, value)` for each "--flag value" pair after the command; throws
-// std::invalid_argument for a flag without a value.
-void ForEachFlag(int argc, char** argv,
-                 const std::function<void(const std::string&, const std::string&)>& take) {
-  for (int i = 2; i < argc; ++i) {
-    const std::string flag = argv[i];
-    if (i + 1 >= argc) throw std::invalid_argument(flag + " needs a value");
-    take(flag, argv[++i]);
-  }
+// --dtype of both commands, checked while parsing.
+CLI::Option* AddDTypeOption(CLI::App* command, std::string* dtype, const std::string& what) {
+  return command->add_option("--dtype", *dtype, what)
+      ->type_name("DTYPE")
+      ->check(CLI::IsMember({"f32", "f16", "bf16"}));
 }
 
-std::string Init(int argc, char** argv) {
-  normserve::ModelInitOptions options;
+struct Commands {
+  normserve::ModelInitOptions init;
   std::string config_path;
-  ForEachFlag(argc, argv, [&](const std::string& flag, const std::string& value) {
-    if (flag == "--config")
-      config_path = value;
-    else if (flag == "--out")
-      options.out_dir = value;
-    else if (flag == "--source-text")
-      options.source_text = value;
-    else if (flag == "--target-text")
-      options.target_text = value;
-    else if (flag == "--vocab-size")
-      options.vocab_size = std::stoi(value);
-    else if (flag == "--seed")
-      options.seed = std::stoull(value);
-    else if (flag == "--dtype")
-      options.dtype = ParseDType(value);
-    else {
-      throw std::invalid_argument("unknown flag " + flag);
-    }
-  });
-  if (config_path.empty() || options.out_dir.empty()) {
-    throw std::invalid_argument("--config and --out are required");
-  }
-  options.config_json = ReadFile(config_path);
-  normserve::InitModelDirectory(options);
-  return options.out_dir;
+  std::string init_dtype = "f32";
+  std::string norm, input, output, convert_dtype;
+};
+
+void AddInit(CLI::App* app, Commands* c) {
+  CLI::App* init = app->add_subcommand(
+      "init", "a complete model directory with random weights and trained tokenizers");
+  init->add_option("--config", c->config_path, "the architecture and norms")
+      ->type_name("CONFIG.json")
+      ->required();
+  init->add_option("--out", c->init.out_dir, "the model directory to write")
+      ->type_name("DIR")
+      ->required();
+  init->add_option("--source-text", c->init.source_text,
+                   "transformer_mt: the source sentences, one a line")
+      ->type_name("FILE");
+  init->add_option("--target-text", c->init.target_text,
+                   "the target sentences (transformer_lm: the texts), one a line")
+      ->type_name("FILE")
+      ->required();
+  init->add_option("--vocab-size", c->init.vocab_size, "SentencePiece pieces per tokenizer")
+      ->type_name("N")
+      ->check(normserve::command_line::NumberIn(2, 1 << 20));
+  init->add_option("--seed", c->init.seed, "seed of the random weights")->type_name("N");
+  AddDTypeOption(init, &c->init_dtype, "dtype of the weights");
+  normserve::command_line::AddEnvironmentFallbacks("normserve-model", init);
 }
 
-std::string Convert(int argc, char** argv) {
-  std::string norm, input, output;
+void AddConvert(CLI::App* app, Commands* c) {
+  CLI::App* convert =
+      app->add_subcommand("convert", "the lossless Pre-RMSNorm equivalent of a Pre-LN model");
+  convert->add_option("--norm", c->norm, "the norm to convert to: rmsnorm")
+      ->type_name("NORM")
+      ->required();
+  convert->add_option("--input", c->input, "the Pre-LN model's version directory")
+      ->type_name("DIR")
+      ->required();
+  convert->add_option("--output", c->output, "the directory to write")
+      ->type_name("DIR")
+      ->required();
+  AddDTypeOption(convert, &c->convert_dtype, "dtype of the weights (default: the input's)");
+  normserve::command_line::AddEnvironmentFallbacks("normserve-model", convert);
+}
+
+std::string Init(Commands* c) {
+  c->init.config_json = ReadFile(c->config_path);
+  c->init.dtype = ParseDType(c->init_dtype);
+  normserve::InitModelDirectory(c->init);
+  return c->init.out_dir;
+}
+
+std::string Convert(const Commands& c) {
   std::optional<normserve::safetensors::DType> dtype;
-  ForEachFlag(argc, argv, [&](const std::string& flag, const std::string& value) {
-    if (flag == "--norm")
-      norm = value;
-    else if (flag == "--input")
-      input = value;
-    else if (flag == "--output")
-      output = value;
-    else if (flag == "--dtype")
-      dtype = ParseDType(value);
-    else
-      throw std::invalid_argument("unknown flag " + flag);
-  });
-  if (norm.empty() || input.empty() || output.empty()) {
-    throw std::invalid_argument("--norm, --input and --output are required");
-  }
-  normserve::ConvertModelDirectory(input, output, normserve::ParseNormConversionTarget(norm),
+  if (!c.convert_dtype.empty()) dtype = ParseDType(c.convert_dtype);
+  normserve::ConvertModelDirectory(c.input, c.output, normserve::ParseNormConversionTarget(c.norm),
                                    dtype);
-  return output;
+  return c.output;
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc < 2 || std::string(argv[1]) == "--help" || std::string(argv[1]) == "-h") {
-    std::cout << kUsage;
-    return argc < 2 ? 2 : 0;
+  CLI::App app(kDescription, "normserve-model");
+  normserve::command_line::Configure(&app);
+  app.footer(kFooter);
+  app.require_subcommand(1);
+  Commands commands;
+  AddInit(&app, &commands);
+  AddConvert(&app, &commands);
+  if (const auto exit_status = normserve::command_line::Parse(&app, argc, argv)) {
+    return *exit_status;
   }
-  const std::string command = argv[1];
-  if (command != "init" && command != "convert") {
-    std::cerr << "normserve-model: unknown command '" << command << "'\n" << kUsage;
-    return 2;
-  }
+  const bool init = app.got_subcommand("init");
   std::string written;
   try {
-    written = command == "init" ? Init(argc, argv) : Convert(argc, argv);
+    written = init ? Init(&commands) : Convert(commands);
   } catch (const std::invalid_argument& e) {
-    std::cerr << "normserve-model: " << e.what() << "\n\n" << kUsage;
-    return 2;
+    std::cerr << "normserve-model: " << e.what() << "\n";
+    return normserve::command_line::kUsageError;
   } catch (const std::exception& e) {
     std::cerr << "normserve-model: " << e.what() << "\n";
     return 1;

@@ -1,48 +1,25 @@
 // normserve-train: trains transformer_mt / transformer_lm models with any norm per site and
 // writes a model directory that normserved serves unchanged (models/train/trainer.h).
-#include <unistd.h>
-
-#include <algorithm>
+#include <CLI/CLI.hpp>
 #include <csignal>
-#include <cstdlib>
-#include <functional>
 #include <iostream>
-#include <map>
+#include <optional>
 #include <stdexcept>
 #include <string>
-#include <thread>
+#include <vector>
 
+#include "common/command_line.h"
 #include "models/compute.h"
 #include "models/train/trainer.h"
 
 namespace {
 
-constexpr char kUsage[] =
-    R"(usage: normserve-train --config CONFIG.json --out DIR
-         (transformer_mt) --train-source F --train-target F [--valid-source F --valid-target F]
-         (transformer_lm) --train-text F [--valid-text F]
-         [--max-tokens N] [--steps N] [--warmup N] [--lr X] [--dropout X]
-         [--attention-dropout X] [--activation-dropout X] [--label-smoothing X] [--clip X]
-         [--weight-decay X] [--adam-betas B1,B2] [--adam-eps X]
-         [--powernorm-warmup N] [--powernorm-alpha-fwd X] [--powernorm-alpha-bwd X]
-         [--save-every N] [--validate-every N] [--log-every N] [--average-last N]
-         [--keep-last N] [--resume CKPT|last] [--init-from CKPT] [--fp16] [--threads N]
-         [--seed N]
-         [--vocab-size N] [--source-spm F] [--target-spm F] [--spm F]
-         [--checkpoint-dir DIR] [--log-file F] [--no-progress]
-         [--score-out F] [--score-sentences N]
-
-Trains the architecture and norms of CONFIG.json (the config.json vocabulary that normserved
+constexpr char kDescription[] =
+    R"(Trains the architecture and norms of CONFIG.json (the config.json vocabulary that normserved
 reads; vocabulary sizes and tokenizer names are filled in) on text files with one sentence
 per line, and writes DIR/config.json, DIR/model.safetensors and the SentencePiece model(s):
 a model directory that normserved loads unchanged. Copy those files into
 <repository>/<model>/<version>/ to serve them.
-
-Defaults: --max-tokens 4096 --steps 10000 --warmup 4000 --lr 5e-4 --dropout 0.1
---label-smoothing 0.1 --clip 0 (off) --adam-betas 0.9,0.98 --adam-eps 1e-8
---save-every 1000 --validate-every 1000 --log-every 100 --average-last 1 --keep-last 5
---vocab-size 8000 --seed 1 --threads (all cores). PowerNorm: --powernorm-warmup defaults to
---warmup, both alphas to 0.9.
 
 Tokenizers: --source-spm/--target-spm (--spm for an LM) use existing SentencePiece models;
 otherwise they are trained on the training files with --vocab-size pieces.
@@ -58,143 +35,127 @@ trainer's (the run fails on a mismatch).
 exported model's per-token log-probabilities as JSON lines.
 Unless they are set, normserve-train restarts itself once with OMP_NUM_THREADS=<threads> (BLIS
 runs its GEMMs on one thread otherwise) and OMP_WAIT_POLICY=PASSIVE (spinning OpenMP threads
-slow training down on a shared machine).
-)";
+slow training down on a shared machine).)";
+
+constexpr char kFooter[] =
+    R"(Every flag can also come from its environment variable (shown as env); a flag wins.
+Exit status: 0 written, 1 failed, 2 on a usage error, 130 when interrupted.)";
+
+using normserve::train::TrainerOptions;
 
 void OnSignal(int) { normserve::train::RequestStop(); }
 
-double ParseDouble(const std::string& flag, const std::string& value) {
-  size_t used = 0;
-  double v = 0;
-  try {
-    v = std::stod(value, &used);
-  } catch (const std::exception&) {
-    used = 0;
-  }
-  if (used != value.size() || value.empty()) {
-    throw std::invalid_argument(flag + " takes a number, got '" + value + "'");
-  }
-  return v;
-}
+// The trainer's flags into *o. Returns the status to exit with when normserve-train is done
+// (--help, --version, a usage error); nullopt when it goes on to train.
+std::optional<int> ParseTrainerOptions(int argc, char** argv, TrainerOptions* o) {
+  using normserve::command_line::NumberIn;
+  CLI::App app(kDescription, "normserve-train");
+  normserve::command_line::Configure(&app);
+  app.footer(kFooter);
+  const auto file = [&](const std::string& flag, std::string* field, const std::string& what,
+                        const std::string& group) {
+    return app.add_option(flag, *field, what)->type_name("F")->group(group);
+  };
+  const std::string data = "Model and data";
+  file("--config", &o->config_path, "the architecture and norms", data)
+      ->type_name("CONFIG.json")
+      ->required();
+  file("--out", &o->out_dir, "the model directory to write", data)->type_name("DIR")->required();
+  file("--train-source", &o->train_source, "transformer_mt: training sources, one a line", data);
+  file("--train-target", &o->train_target, "transformer_mt: training targets", data);
+  file("--valid-source", &o->valid_source, "transformer_mt: validation sources", data);
+  file("--valid-target", &o->valid_target, "transformer_mt: validation targets", data);
+  file("--train-text", &o->train_text, "transformer_lm: training texts, one a line", data);
+  file("--valid-text", &o->valid_text, "transformer_lm: validation texts", data);
+  file("--source-spm", &o->source_spm, "an existing SentencePiece model for the sources", data);
+  file("--target-spm", &o->target_spm, "an existing SentencePiece model for the targets", data);
+  file("--spm", &o->target_spm, "transformer_lm: an existing SentencePiece model", data);
+  app.add_option("--vocab-size", o->vocab_size, "pieces of the tokenizers trained here")
+      ->type_name("N")
+      ->check(NumberIn(2, 1 << 20))
+      ->group(data);
 
-int64_t ParseInt(const std::string& flag, const std::string& value) {
-  size_t used = 0;
-  long long v = 0;
-  try {
-    v = std::stoll(value, &used);
-  } catch (const std::exception&) {
-    used = 0;
-  }
-  if (used != value.size() || value.empty()) {
-    throw std::invalid_argument(flag + " takes an integer, got '" + value + "'");
-  }
-  return v;
+  const std::string training = "Training";
+  const auto count = [&](const std::string& flag, int64_t* field, const std::string& what) {
+    return app.add_option(flag, *field, what)
+        ->type_name("N")
+        ->check(NumberIn(0, 1e15))
+        ->group(training);
+  };
+  const auto number = [&](const std::string& flag, double* field, const std::string& what) {
+    return app.add_option(flag, *field, what)->type_name("X")->group(training);
+  };
+  count("--max-tokens", &o->max_tokens, "padded tokens per batch");
+  count("--steps", &o->steps, "total updates (a resumed run continues up to this)");
+  count("--warmup", &o->warmup, "learning-rate warm-up updates");
+  number("--lr", &o->lr, "peak learning rate");
+  number("--dropout", &o->dropout, "dropout");
+  number("--attention-dropout", &o->attention_dropout, "dropout of the attention weights");
+  number("--activation-dropout", &o->activation_dropout, "dropout after the FFN activation");
+  number("--label-smoothing", &o->label_smoothing, "label smoothing");
+  number("--clip", &o->clip, "gradient-norm clipping (0: off)");
+  number("--weight-decay", &o->adam.weight_decay, "decoupled (AdamW-style) weight decay");
+  std::vector<double> adam_betas;
+  app.add_option("--adam-betas", adam_betas, "Adam's beta1 and beta2")
+      ->type_name("B1,B2")
+      ->delimiter(',')
+      ->default_str("0.9,0.98")
+      ->group(training);
+  number("--adam-eps", &o->adam.eps, "Adam's epsilon");
+  app.add_option("--powernorm-warmup", o->powernorm_warmup,
+                 "PowerNorm's warm-up updates (default: --warmup)")
+      ->type_name("N")
+      ->default_str("")
+      ->group(training);
+  number("--powernorm-alpha-fwd", &o->powernorm_alpha_forward, "PowerNorm's forward alpha");
+  number("--powernorm-alpha-bwd", &o->powernorm_alpha_backward, "PowerNorm's backward alpha");
+  app.add_option("--threads", o->threads, "ATen intra-op threads (0: all cores)")
+      ->type_name("N")
+      ->check(NumberIn(0, 1024))
+      ->group(training);
+  app.add_option("--seed", o->seed, "seed of the weights, dropout and data order")
+      ->type_name("N")
+      ->group(training);
+  file("--init-from", &o->init_from,
+       "start from the weights of another run's checkpoint (fine-tuning)", training)
+      ->type_name("CKPT");
+
+  const std::string output = "Checkpoints, logs and output";
+  count("--save-every", &o->save_every, "updates between checkpoints")->group(output);
+  count("--validate-every", &o->validate_every, "updates between validations")->group(output);
+  count("--log-every", &o->log_every, "updates between log lines")->group(output);
+  count("--average-last", &o->average_last, "export the mean of the last N checkpoints")
+      ->group(output);
+  count("--keep-last", &o->keep_last, "checkpoints kept on disk")->group(output);
+  file("--resume", &o->resume, "continue from a checkpoint; last: the newest", output)
+      ->type_name("CKPT|last");
+  file("--checkpoint-dir", &o->checkpoint_dir, "default DIR/checkpoints", output)->type_name("DIR");
+  file("--log-file", &o->log_file, "default DIR/train.log (appended)", output);
+  app.add_flag("--fp16", o->fp16, "store the exported weights as F16")->group(output);
+  bool no_progress = false;
+  app.add_flag("--no-progress", no_progress, "no updating progress line on stderr")->group(output);
+  file("--score-out", &o->score_out,
+       "JSON lines: validation texts with the exported model's per-token log-probs", output);
+  count("--score-sentences", &o->score_sentences, "texts that --score-out writes")->group(output);
+  normserve::command_line::AddEnvironmentFallbacks("normserve-train", &app);
+
+  return normserve::command_line::Parse(&app, argc, argv, [&] {
+    if (!adam_betas.empty()) {
+      if (adam_betas.size() != 2) {
+        throw std::invalid_argument("--adam-betas takes two numbers, B1,B2");
+      }
+      o->adam.beta1 = adam_betas[0];
+      o->adam.beta2 = adam_betas[1];
+    }
+    o->progress = !no_progress;
+  });
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  using normserve::train::TrainerOptions;
   TrainerOptions o;
-  try {
-    const std::map<std::string, std::function<void(const std::string&)>> with_value = {
-        {"--config", [&](const std::string& v) { o.config_path = v; }},
-        {"--out", [&](const std::string& v) { o.out_dir = v; }},
-        {"--train-source", [&](const std::string& v) { o.train_source = v; }},
-        {"--train-target", [&](const std::string& v) { o.train_target = v; }},
-        {"--valid-source", [&](const std::string& v) { o.valid_source = v; }},
-        {"--valid-target", [&](const std::string& v) { o.valid_target = v; }},
-        {"--train-text", [&](const std::string& v) { o.train_text = v; }},
-        {"--valid-text", [&](const std::string& v) { o.valid_text = v; }},
-        {"--checkpoint-dir", [&](const std::string& v) { o.checkpoint_dir = v; }},
-        {"--log-file", [&](const std::string& v) { o.log_file = v; }},
-        {"--source-spm", [&](const std::string& v) { o.source_spm = v; }},
-        {"--target-spm", [&](const std::string& v) { o.target_spm = v; }},
-        {"--spm", [&](const std::string& v) { o.target_spm = v; }},
-        {"--vocab-size",
-         [&](const std::string& v) {
-           o.vocab_size = static_cast<int>(ParseInt("--vocab-size", v));
-         }},
-        {"--max-tokens", [&](const std::string& v) { o.max_tokens = ParseInt("--max-tokens", v); }},
-        {"--steps", [&](const std::string& v) { o.steps = ParseInt("--steps", v); }},
-        {"--warmup", [&](const std::string& v) { o.warmup = ParseInt("--warmup", v); }},
-        {"--lr", [&](const std::string& v) { o.lr = ParseDouble("--lr", v); }},
-        {"--dropout", [&](const std::string& v) { o.dropout = ParseDouble("--dropout", v); }},
-        {"--attention-dropout",
-         [&](const std::string& v) {
-           o.attention_dropout = ParseDouble("--attention-dropout", v);
-         }},
-        {"--activation-dropout",
-         [&](const std::string& v) {
-           o.activation_dropout = ParseDouble("--activation-dropout", v);
-         }},
-        {"--label-smoothing",
-         [&](const std::string& v) { o.label_smoothing = ParseDouble("--label-smoothing", v); }},
-        {"--clip", [&](const std::string& v) { o.clip = ParseDouble("--clip", v); }},
-        {"--weight-decay",
-         [&](const std::string& v) { o.adam.weight_decay = ParseDouble("--weight-decay", v); }},
-        {"--adam-betas",
-         [&](const std::string& v) {
-           const size_t comma = v.find(',');
-           if (comma == std::string::npos) {
-             throw std::invalid_argument("--adam-betas takes B1,B2, got '" + v + "'");
-           }
-           o.adam.beta1 = ParseDouble("--adam-betas", v.substr(0, comma));
-           o.adam.beta2 = ParseDouble("--adam-betas", v.substr(comma + 1));
-         }},
-        {"--adam-eps", [&](const std::string& v) { o.adam.eps = ParseDouble("--adam-eps", v); }},
-        {"--powernorm-warmup",
-         [&](const std::string& v) { o.powernorm_warmup = ParseInt("--powernorm-warmup", v); }},
-        {"--powernorm-alpha-fwd",
-         [&](const std::string& v) {
-           o.powernorm_alpha_forward = ParseDouble("--powernorm-alpha-fwd", v);
-         }},
-        {"--powernorm-alpha-bwd",
-         [&](const std::string& v) {
-           o.powernorm_alpha_backward = ParseDouble("--powernorm-alpha-bwd", v);
-         }},
-        {"--save-every", [&](const std::string& v) { o.save_every = ParseInt("--save-every", v); }},
-        {"--validate-every",
-         [&](const std::string& v) { o.validate_every = ParseInt("--validate-every", v); }},
-        {"--log-every", [&](const std::string& v) { o.log_every = ParseInt("--log-every", v); }},
-        {"--average-last",
-         [&](const std::string& v) { o.average_last = ParseInt("--average-last", v); }},
-        {"--keep-last", [&](const std::string& v) { o.keep_last = ParseInt("--keep-last", v); }},
-        {"--resume", [&](const std::string& v) { o.resume = v; }},
-        {"--init-from", [&](const std::string& v) { o.init_from = v; }},
-        {"--threads",
-         [&](const std::string& v) { o.threads = static_cast<int>(ParseInt("--threads", v)); }},
-        {"--seed",
-         [&](const std::string& v) { o.seed = static_cast<uint64_t>(ParseInt("--seed", v)); }},
-        {"--score-out", [&](const std::string& v) { o.score_out = v; }},
-        {"--score-sentences",
-         [&](const std::string& v) { o.score_sentences = ParseInt("--score-sentences", v); }},
-    };
-    for (int i = 1; i < argc; ++i) {
-      const std::string flag = argv[i];
-      if (flag == "--help" || flag == "-h") {
-        std::cout << kUsage;
-        return 0;
-      }
-      if (flag == "--fp16") {
-        o.fp16 = true;
-        continue;
-      }
-      if (flag == "--no-progress") {
-        o.progress = false;
-        continue;
-      }
-      const auto it = with_value.find(flag);
-      if (it == with_value.end()) throw std::invalid_argument("unknown flag " + flag);
-      if (i + 1 >= argc) throw std::invalid_argument(flag + " needs a value");
-      it->second(argv[++i]);
-    }
-    if (argc < 2) throw std::invalid_argument("--config and --out are required");
-    if (o.threads < 0) throw std::invalid_argument("--threads must not be negative");
-  } catch (const std::invalid_argument& e) {
-    std::cerr << "normserve-train: " << e.what() << "\n\n" << kUsage;
-    return 2;
-  }
+  if (const auto exit_status = ParseTrainerOptions(argc, argv, &o)) return *exit_status;
   normserve::RestartWithComputeEnvironment(argv, o.threads);
   std::signal(SIGINT, OnSignal);
   std::signal(SIGTERM, OnSignal);
@@ -206,7 +167,7 @@ int main(int argc, char** argv) {
               << summary.valid_perplexity << ")\n";
   } catch (const std::invalid_argument& e) {
     std::cerr << "normserve-train: " << e.what() << "\n";
-    return 2;
+    return normserve::command_line::kUsageError;
   } catch (const std::exception& e) {
     std::cerr << "normserve-train: " << e.what() << "\n";
     return 1;

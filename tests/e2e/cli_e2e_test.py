@@ -84,7 +84,7 @@ class CliEndToEnd(unittest.TestCase):
         self.assertIn("INVALID_ARGUMENT: beam_size is 0; it must be in 1..64", beam.stderr)
         usage = self.cli("translate", "Hallo")
         self.assertEqual(usage.returncode, 2)
-        self.assertIn("needs --model", usage.stderr)
+        self.assertIn("--model is required", usage.stderr)
         # Texts without a tab go as texts; the server says the model takes pairs.
         no_tab = self.cli("score", "--model", "deen", "Haus")
         self.assertEqual(no_tab.returncode, 1)
