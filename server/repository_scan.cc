@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "models/errors.h"
+#include "models/norm/norm_config.h"
 #include "models/text/utf8.h"
 
 namespace normserve {
@@ -59,7 +60,10 @@ ModelScan ScanModel(const std::string& root, const std::string& name,
   }
   // The conversion is part of what a loaded version is: changing it reloads every version.
   if (scan.serving.convert_norm) {
-    for (auto& [version, fingerprint] : scan.versions) fingerprint += "convert_norm:rmsnorm;";
+    const std::string target(NormKindName(*scan.serving.convert_norm));
+    for (auto& [version, fingerprint] : scan.versions) {
+      fingerprint += "convert_norm:" + target + ";";
+    }
   }
   return scan;
 }

@@ -309,6 +309,13 @@ void NormalizeRow(const NormKernelArgs& a, const float* __restrict h, typename S
       AffineStore<S>(h, d, 0.0f, InverseRoot(ms, a.eps, a.eps_inside_sqrt), a.scale, a.shift, y);
       return;
     }
+    case RowStatistic::kCompressedMeanSquare: {
+      // The implied channel d is -sum(h): its square joins the sum of squares.
+      const float sum = Sum(h, d);
+      const float ms = (SumSquares(h, d) + sum * sum) / static_cast<float>(d + 1);
+      AffineStore<S>(h, d, 0.0f, InverseRoot(ms, a.eps, a.eps_inside_sqrt), a.scale, a.shift, y);
+      return;
+    }
     case RowStatistic::kGroupMeanSquare: {
       const int64_t size = d / a.groups;
       const float inv_size = 1.0f / static_cast<float>(size);

@@ -1,5 +1,5 @@
 // normserve-model: writes model directories. `init` makes a complete one with random weights;
-// `convert` writes a Pre-LN model's lossless Pre-RMSNorm equivalent.
+// `convert` writes a Pre-LN model's lossless Pre-RMSNorm or Pre-CRMSNorm equivalent.
 #include <fstream>
 #include <functional>
 #include <iostream>
@@ -17,19 +17,21 @@ constexpr char kUsage[] =
     R"(usage: normserve-model init --config CONFIG.json --out DIR
                             [--source-text FILE] --target-text FILE
                             [--vocab-size N] [--seed N] [--dtype f32|f16|bf16]
-       normserve-model convert --norm rmsnorm --input DIR --output DIR [--dtype f32|f16|bf16]
+       normserve-model convert --norm rmsnorm|crmsnorm --input DIR --output DIR
+                               [--dtype f32|f16|bf16]
 
 init writes DIR/config.json, DIR/model.safetensors and the SentencePiece model(s), trained on
 the given text files (one sentence per line): source.spm and target.spm for transformer_mt,
 lm.spm for transformer_lm. CONFIG.json is a config.json without vocabulary sizes or
 tokenizer names; those come from the trained tokenizers.
 
-convert writes the Pre-RMSNorm equivalent of the Pre-LN model in the input version directory
-(normalize_before true, layernorm at every site) to the output directory: same outputs,
-RMSNorm at every site, recentred weights, the tied output projection untied. Weights are
+convert writes the Pre-RMSNorm (or Pre-CRMSNorm) equivalent of the Pre-LN model in the input
+version directory (normalize_before true, layernorm at every site) to the output directory:
+same outputs, RMSNorm at every site, recentred weights, the tied output projection untied;
+crmsnorm also stores the zero-mean residual stream in embed_dim - 1 channels. Weights are
 written in the input's dtype unless --dtype says otherwise; only f32 keeps the recentring
 exact (f16 rounds it again: logits then differ by about 1e-3). Other models are refused with
-the reason. crmsnorm is not implemented yet.
+the reason.
 Exit codes: 0 written, 1 refused or failed, 2 usage error.
 )";
 
