@@ -2,10 +2,10 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <string>
 #include <vector>
 
 #include "models/errors.h"
-#include "models/norm/norm_config.h"
 #include "models/text/utf8.h"
 
 namespace normserve {
@@ -60,7 +60,8 @@ ModelScan ScanModel(const std::string& root, const std::string& name,
   }
   // The conversion is part of what a loaded version is: changing it reloads every version.
   if (scan.serving.convert_norm) {
-    const std::string target(NormKindName(*scan.serving.convert_norm));
+    // The target's enum value: this file links without the norm names (norm_config.cc).
+    const std::string target = std::to_string(static_cast<int>(*scan.serving.convert_norm));
     for (auto& [version, fingerprint] : scan.versions) {
       fingerprint += "convert_norm:" + target + ";";
     }
