@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <string>
 #include <vector>
 
 #include "models/errors.h"
@@ -59,7 +60,11 @@ ModelScan ScanModel(const std::string& root, const std::string& name,
   }
   // The conversion is part of what a loaded version is: changing it reloads every version.
   if (scan.serving.convert_norm) {
-    for (auto& [version, fingerprint] : scan.versions) fingerprint += "convert_norm:rmsnorm;";
+    // The target's enum value: this file links without the norm names (norm_config.cc).
+    const std::string target = std::to_string(static_cast<int>(*scan.serving.convert_norm));
+    for (auto& [version, fingerprint] : scan.versions) {
+      fingerprint += "convert_norm:" + target + ";";
+    }
   }
   return scan;
 }

@@ -23,6 +23,8 @@ constexpr NormSite kAllSites[] = {NormSite::kEncoderSelfAttn, NormSite::kEncoder
 // silently leave its default in place.
 const std::set<std::string> kTopLevelFields = {"architecture",
                                                "embed_dim",
+                                               "residual_dim",
+                                               "output_bias",
                                                "ffn_dim",
                                                "attention_heads",
                                                "encoder_layers",
@@ -143,7 +145,7 @@ class Reader {
     const auto kind = ParseNormKind(type);
     if (!kind) {
       Fail(path + ".type",
-           "is '" + type + "'; use layernorm, rmsnorm, prmsnorm, powernorm or batchnorm");
+           "is '" + type + "'; use layernorm, rmsnorm, prmsnorm, powernorm, batchnorm or crmsnorm");
     }
     c.kind = *kind;
     c.eps = Get<double>(obj, "eps", c.eps, path + ".eps");
@@ -177,9 +179,10 @@ class Reader {
 
 json NormToJson(const NormConfig& c) {
   json j = {{"type", NormKindName(c.kind)}, {"eps", c.eps}};
-  if (c.kind == NormKind::kRMSNorm || c.kind == NormKind::kPartialRMSNorm) j["bias"] = c.bias;
-  if (c.kind == NormKind::kLayerNorm || c.kind == NormKind::kRMSNorm ||
-      c.kind == NormKind::kPartialRMSNorm) {
+  const bool rms = c.kind == NormKind::kRMSNorm || c.kind == NormKind::kPartialRMSNorm ||
+                   c.kind == NormKind::kCRMSNorm;
+  if (rms) j["bias"] = c.bias;
+  if (c.kind == NormKind::kLayerNorm || rms) {
     j["eps_placement"] = c.eps_inside_sqrt ? "inside_sqrt" : "outside_sqrt";
   }
   if (c.kind == NormKind::kPartialRMSNorm) {
@@ -191,6 +194,41 @@ json NormToJson(const NormConfig& c) {
     j["group_eps"] = c.group_eps;
   }
   return j;
+}
+
+// "residual_dim": embed_dim, or embed_dim - 1 for a Pre-CRMSNorm model, whose every site is
+// crmsnorm and whose stream (positions included) is zero-mean; crmsnorm needs that stream.
+void CheckResidualDim(const Reader& r, ModelConfig& c) {
+  const int64_t d = c.embed_dim;
+  c.residual_dim = r.Get<int64_t>("residual_dim", d);
+  std::vector<std::string> crms, other;
+  for (NormSite s : c.sites()) {
+    (c.norm(s).kind == NormKind::kCRMSNorm ? crms : other).push_back(NormSiteName(s));
+  }
+  if (c.residual_dim == d) {
+    if (!crms.empty()) {
+      r.Fail("norm." + crms.front(),
+             "is crmsnorm, which needs the compressed residual stream: set residual_dim to "
+             "embed_dim - 1 = " +
+                 std::to_string(d - 1) + " (a Pre-LN model converts with --norm crmsnorm)");
+    }
+    return;
+  }
+  if (c.residual_dim != d - 1 || d < 2) {
+    r.Fail("residual_dim", "is " + std::to_string(c.residual_dim) + "; it must be embed_dim (" +
+                               std::to_string(d) + ") or, for a Pre-CRMSNorm model, embed_dim - 1");
+  }
+  if (!c.normalize_before || !other.empty()) {
+    r.Fail("residual_dim",
+           "is embed_dim - 1, the compressed stream of Pre-CRMSNorm: it needs "
+           "normalize_before true and crmsnorm at every site" +
+               (other.empty() ? std::string() : ", but '" + other.front() + "' is not"));
+  }
+  if (!c.zero_mean_positions) {
+    r.Fail("positions",
+           "must be sinusoidal_zero_mean with residual_dim embed_dim - 1: the compressed stream "
+           "drops the last channel of a zero-mean one");
+  }
 }
 
 }  // namespace
@@ -296,6 +334,7 @@ ModelConfig ParseModelConfig(const std::string& json_text, const std::string& so
   }
   c.share_decoder_input_output_embed =
       r.Get<bool>("share_decoder_input_output_embed", c.share_decoder_input_output_embed);
+  c.output_bias = r.Get<bool>("output_bias", c.output_bias);
 
   const json& special = r.Object(root, "special_tokens", "special_tokens", kSpecialTokenFields);
   c.special.bos = r.Get<int64_t>(special, "bos", c.special.bos, "special_tokens.bos");
@@ -370,6 +409,7 @@ ModelConfig ParseModelConfig(const std::string& json_text, const std::string& so
       r.Fail("norm." + name + ".groups", "must divide embed_dim " + std::to_string(c.embed_dim));
     }
   }
+  CheckResidualDim(r, c);
   return c;
 }
 
@@ -385,6 +425,7 @@ std::string ModelConfigToJson(const ModelConfig& c) {
   json j;
   j["architecture"] = c.is_mt() ? "transformer_mt" : "transformer_lm";
   j["embed_dim"] = c.embed_dim;
+  if (c.stream_dim() != c.embed_dim) j["residual_dim"] = c.stream_dim();
   j["ffn_dim"] = c.ffn_dim;
   j["attention_heads"] = c.attention_heads;
   if (c.is_mt()) j["encoder_layers"] = c.encoder_layers;
@@ -403,6 +444,7 @@ std::string ModelConfigToJson(const ModelConfig& c) {
     j["tokenizer"] = {{"model", c.target_tokenizer}};
   }
   j["share_decoder_input_output_embed"] = c.share_decoder_input_output_embed;
+  if (c.output_bias) j["output_bias"] = true;
   j["special_tokens"] = {{"bos", c.special.bos},
                          {"pad", c.special.pad},
                          {"eos", c.special.eos},

@@ -53,8 +53,17 @@ struct ModelConfig {
   // config.json "positions": "sinusoidal_zero_mean": every sinusoid minus its mean over the
   // channels, as a Pre-LN model converted to RMSNorm needs (models/io/norm_conversion.h).
   bool zero_mean_positions = false;
+  // config.json "residual_dim": the width of the residual stream, which the embeddings, the
+  // norms, the sublayers' output projections and the FFN input have; 0 (absent) is
+  // embed_dim. embed_dim - 1 is Pre-CRMSNorm's compressed zero-mean stream (every site
+  // crmsnorm, zero-mean positions); attention keeps embed_dim (heads * head_dim) channels.
+  int64_t residual_dim = 0;
+  // config.json "output_bias": the output projection has a bias
+  // (decoder.output_projection.bias), as a Pre-CRMSNorm conversion's output layer needs.
+  bool output_bias = false;
 
   bool is_mt() const { return architecture == Architecture::kTransformerMT; }
+  int64_t stream_dim() const { return residual_dim > 0 ? residual_dim : embed_dim; }
   const NormConfig& norm(NormSite site) const { return norms.at(site); }
   // The sites this architecture has, in model order.
   std::vector<NormSite> sites() const;

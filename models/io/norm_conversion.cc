@@ -6,6 +6,7 @@
 #include <fstream>
 #include <optional>
 #include <stdexcept>
+#include <utility>
 #include <vector>
 
 #include "models/errors.h"
@@ -38,6 +39,98 @@ void RecentreOutputs(std::map<std::string, at::Tensor>& weights, const std::stri
                      const std::string& source) {
   SubtractMean(Find(weights, prefix + ".weight", source), 0);
   SubtractMean(Find(weights, prefix + ".bias", source), 0);
+}
+
+// Keeps the first `count` entries of dimension `dim`.
+void KeepFirst(at::Tensor& t, int64_t dim, int64_t count) {
+  t = t.narrow(dim, 0, count).contiguous();
+}
+
+// Pre-RMSNorm -> Pre-CRMSNorm: every tensor that writes to the d-channel zero-mean stream
+// keeps its first d - 1 channels (tables, output projections); every linear that reads a
+// norm's output y = x * rstd * g + b (x zero-mean, so x[d-1] = -sum(x[:d-1])) reads
+// u = x[:d-1] * rstd instead, so it absorbs the gain, the bias and the dropped channel:
+//   W y + c = sum_i<d-1 (W[:, i] g_i - W[:, d-1] g_{d-1}) u_i + (c + W b).
+// The norms keep gain 1 and no bias. `norm` is the RMSNorm site's weight prefix; `readers`
+// the linears that read its output; the bias of a reader that has none (the output layer)
+// is created.
+class StreamCompressor {
+ public:
+  StreamCompressor(std::map<std::string, at::Tensor>& weights, int64_t d, std::string source)
+      : weights_(weights), d_(d), source_(std::move(source)) {}
+
+  void Table(const std::string& name) { KeepFirst(Find(weights_, name, source_), 1, d_ - 1); }
+  void Writer(const std::string& prefix) {
+    KeepFirst(Find(weights_, prefix + ".weight", source_), 0, d_ - 1);
+    KeepFirst(Find(weights_, prefix + ".bias", source_), 0, d_ - 1);
+  }
+  void Norm(const std::string& norm, const std::vector<std::string>& readers) {
+    at::Tensor& gain = Find(weights_, norm + ".weight", source_);
+    const at::Tensor g = gain.to(at::kDouble);
+    const at::Tensor b = Find(weights_, norm + ".bias", source_).to(at::kDouble);
+    for (const std::string& reader : readers) {
+      at::Tensor& weight = Find(weights_, reader + ".weight", source_);
+      const at::Tensor w = weight.to(at::kDouble);
+      const at::Tensor folded =
+          w.narrow(1, 0, d_ - 1) * g.narrow(0, 0, d_ - 1) - w.narrow(1, d_ - 1, 1) * g[d_ - 1];
+      const auto bias = weights_.find(reader + ".bias");
+      const at::Tensor c = bias != weights_.end() ? bias->second.to(at::kDouble)
+                                                  : at::zeros({w.size(0)}, at::kDouble);
+      const at::ScalarType dtype = weight.scalar_type();
+      weights_[reader + ".bias"] = (c + at::mv(w, b)).to(dtype);
+      weight = folded.to(dtype).contiguous();
+    }
+    gain = at::ones({d_ - 1}, gain.scalar_type());
+    weights_.erase(norm + ".bias");
+  }
+
+ private:
+  std::map<std::string, at::Tensor>& weights_;
+  const int64_t d_;
+  const std::string source_;
+};
+
+// Compresses the stream of a Pre-RMSNorm model made by the recentring above.
+void CompressStream(ModelConfig& c, std::map<std::string, at::Tensor>& weights,
+                    const std::string& source) {
+  const int64_t d = c.embed_dim;
+  StreamCompressor compress(weights, d, source);
+  // The output layer has a table of its own by now (untied by the recentring).
+  if (c.is_mt()) compress.Table("encoder.embed_tokens.weight");
+  if (!c.is_mt() || !c.share_all_embeddings) compress.Table("decoder.embed_tokens.weight");
+  const auto qkv = [](const std::string& attention) {
+    return std::vector<std::string>{attention + ".q_proj", attention + ".k_proj",
+                                    attention + ".v_proj"};
+  };
+  std::vector<std::string> memory_readers;  // the cross-attention keys and values
+  for (int64_t i = 0; i < c.decoder_layers; ++i) {
+    const std::string p = "decoder.layers." + std::to_string(i);
+    compress.Norm(p + ".self_attn_layer_norm", qkv(p + ".self_attn"));
+    compress.Writer(p + ".self_attn.out_proj");
+    if (c.is_mt()) {
+      compress.Norm(p + ".encoder_attn_layer_norm", {p + ".encoder_attn.q_proj"});
+      compress.Writer(p + ".encoder_attn.out_proj");
+      memory_readers.push_back(p + ".encoder_attn.k_proj");
+      memory_readers.push_back(p + ".encoder_attn.v_proj");
+    }
+    compress.Norm(p + ".final_layer_norm", {p + ".fc1"});
+    compress.Writer(p + ".fc2");
+  }
+  for (int64_t i = 0; i < c.encoder_layers; ++i) {
+    const std::string p = "encoder.layers." + std::to_string(i);
+    compress.Norm(p + ".self_attn_layer_norm", qkv(p + ".self_attn"));
+    compress.Writer(p + ".self_attn.out_proj");
+    compress.Norm(p + ".final_layer_norm", {p + ".fc1"});
+    compress.Writer(p + ".fc2");
+  }
+  if (c.is_mt()) compress.Norm("encoder.layer_norm", memory_readers);
+  compress.Norm("decoder.layer_norm", {"decoder.output_projection"});
+  c.output_bias = true;
+  c.residual_dim = d - 1;
+  for (auto& [site, norm] : c.norms) {
+    norm.kind = NormKind::kCRMSNorm;
+    norm.bias = false;
+  }
 }
 
 // The dtype the file stores its tensors in; F32 when they differ.
@@ -79,12 +172,13 @@ std::string NormConversionRefusal(const ModelConfig& config) {
 
 ModelConfig ConvertNorm(const ModelConfig& config, std::map<std::string, at::Tensor>& weights,
                         NormKind target, const std::string& source) {
-  if (target != NormKind::kRMSNorm) {
-    throw ModelLoadError(source + ": cannot convert to " + std::string(NormKindName(target)) +
-                         "; only rmsnorm is a lossless target");
+  const std::string name(NormKindName(target));
+  if (target != NormKind::kRMSNorm && target != NormKind::kCRMSNorm) {
+    throw ModelLoadError(source + ": cannot convert to " + name +
+                         "; only rmsnorm and crmsnorm are lossless targets");
   }
   if (const std::string why = NormConversionRefusal(config); !why.empty()) {
-    throw ModelLoadError(source + ": cannot convert to rmsnorm: " + why);
+    throw ModelLoadError(source + ": cannot convert to " + name + ": " + why);
   }
   ModelConfig converted = config;
   for (auto& [site, norm] : converted.norms) {
@@ -117,6 +211,7 @@ ModelConfig ConvertNorm(const ModelConfig& config, std::map<std::string, at::Ten
     if (config.is_mt()) RecentreOutputs(weights, p + ".encoder_attn.out_proj", source);
     RecentreOutputs(weights, p + ".fc2", source);
   }
+  if (target == NormKind::kCRMSNorm) CompressStream(converted, weights, source);
   return converted;
 }
 
@@ -132,7 +227,8 @@ void ConvertModelDirectory(const std::string& input_dir, const std::string& outp
   const std::string config_path = ConfinedFile(input_dir, "config.json");
   const ModelConfig config = LoadModelConfig(config_path);
   if (const std::string why = NormConversionRefusal(config); !why.empty()) {
-    throw ModelLoadError(config_path + ": cannot convert to rmsnorm: " + why);
+    throw ModelLoadError(config_path + ": cannot convert to " + std::string(NormKindName(target)) +
+                         ": " + why);
   }
   const std::string weights_path = ConfinedFile(input_dir, "model.safetensors");
   std::map<std::string, at::Tensor> weights = LoadWeights(weights_path);

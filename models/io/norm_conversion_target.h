@@ -6,21 +6,16 @@
 #include <stdexcept>
 #include <string>
 
-#include "models/errors.h"
 #include "models/norm/norm_config.h"
 
 namespace normserve {
 
-// "rmsnorm" gives kRMSNorm. Throws ModelLoadError for "crmsnorm" (not implemented yet) and
-// std::invalid_argument for any other name.
+// "rmsnorm" gives kRMSNorm, "crmsnorm" kCRMSNorm; throws std::invalid_argument for any other
+// name.
 inline NormKind ParseNormConversionTarget(const std::string& name) {
   if (name == "rmsnorm") return NormKind::kRMSNorm;
-  if (name == "crmsnorm") {
-    throw ModelLoadError(
-        "conversion to crmsnorm is not implemented yet (it needs a residual stream of "
-        "embed_dim - 1 channels and its own norm kernel); use rmsnorm");
-  }
-  throw std::invalid_argument("cannot convert to norm '" + name + "'; use rmsnorm");
+  if (name == "crmsnorm") return NormKind::kCRMSNorm;
+  throw std::invalid_argument("cannot convert to norm '" + name + "'; use rmsnorm or crmsnorm");
 }
 
 }  // namespace normserve

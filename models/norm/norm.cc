@@ -9,7 +9,8 @@ namespace normserve {
 namespace {
 
 bool HasBias(const NormConfig& c) {
-  const bool optional = c.kind == NormKind::kRMSNorm || c.kind == NormKind::kPartialRMSNorm;
+  const bool optional = c.kind == NormKind::kRMSNorm || c.kind == NormKind::kPartialRMSNorm ||
+                        c.kind == NormKind::kCRMSNorm;
   return !optional || c.bias;
 }
 
@@ -45,6 +46,9 @@ NormParams FoldNorm(const NormConfig& config, int64_t dim, const NormWeights& w)
     case NormKind::kPartialRMSNorm:
       p.statistic = RowStatistic::kMeanSquare;
       p.stat_channels = PartialChannels(config, dim);
+      break;
+    case NormKind::kCRMSNorm:
+      p.statistic = RowStatistic::kCompressedMeanSquare;
       break;
     case NormKind::kPowerNorm: {
       if (config.groups < 1 || dim % config.groups != 0) {

@@ -7,12 +7,13 @@
 namespace normserve {
 namespace {
 
-constexpr std::array<std::pair<NormKind, std::string_view>, 5> kNames = {{
+constexpr std::array<std::pair<NormKind, std::string_view>, 6> kNames = {{
     {NormKind::kLayerNorm, "layernorm"},
     {NormKind::kRMSNorm, "rmsnorm"},
     {NormKind::kPartialRMSNorm, "prmsnorm"},
     {NormKind::kPowerNorm, "powernorm"},
     {NormKind::kBatchNorm, "batchnorm"},
+    {NormKind::kCRMSNorm, "crmsnorm"},
 }};
 
 }  // namespace

@@ -9,23 +9,26 @@
 
 namespace normserve {
 
-enum class NormKind { kLayerNorm, kRMSNorm, kPartialRMSNorm, kPowerNorm, kBatchNorm };
+// kCRMSNorm (Jiang et al., NeurIPS 2023) normalizes a row of d channels that stands for the
+// zero-mean row of d + 1 channels whose last one is minus the sum of the others: Pre-CRMSNorm
+// models keep their residual stream so (ModelConfig::residual_dim = embed_dim - 1).
+enum class NormKind { kLayerNorm, kRMSNorm, kPartialRMSNorm, kPowerNorm, kBatchNorm, kCRMSNorm };
 
-// "layernorm", "rmsnorm", "prmsnorm", "powernorm", "batchnorm": the names of config.json and
-// of the metrics' norm label.
+// "layernorm", "rmsnorm", "prmsnorm", "powernorm", "batchnorm", "crmsnorm": the names of
+// config.json and of the metrics' norm label.
 std::string_view NormKindName(NormKind kind);
 std::optional<NormKind> ParseNormKind(std::string_view name);
 
 struct NormConfig {
   NormKind kind = NormKind::kLayerNorm;
   double eps = 1e-5;
-  // RMSNorm and pRMSNorm may come without a bias; the other kinds always have one.
+  // RMSNorm, pRMSNorm and CRMSNorm may come without a bias; the other kinds always have one.
   bool bias = true;
   // pRMSNorm: the RMS comes from the first k channels, k = ceil(p*d) as in the paper, or
   // floor(p*d) as in the authors' code (partial_round_up = false).
   double partial = 0.0625;
   bool partial_round_up = true;
-  // (R)MS normalizers divide by sqrt(ms + eps); the RMSNorm authors' code divides by
+  // The RMS normalizers divide by sqrt(ms + eps); the RMSNorm authors' code divides by
   // sqrt(ms) + eps. Both are served so that either checkpoint converts exactly.
   bool eps_inside_sqrt = true;
   // PowerNorm: group scaling over `groups` equal channel groups, each divided by

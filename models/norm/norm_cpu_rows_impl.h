@@ -129,6 +129,30 @@ float SumSquaredDeviations(const float* __restrict x, int64_t n, float mean) {
   return CombineLanes(acc) + tail;
 }
 
+// Sum and sum of squares in one pass (CRMSNorm's statistic), kLanes partial sums of each;
+// blocks of 8 before the scalar tail, so that an odd width such as d - 1 = 511 leaves at most
+// 7 scalar steps.
+void SumAndSumSquares(const float* __restrict x, int64_t n, float* sum, float* squares) {
+  float s[kLanes] = {};
+  float q[kLanes] = {};
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes) {
+    for (int j = 0; j < kLanes; ++j) s[j] += x[i + j];
+    for (int j = 0; j < kLanes; ++j) q[j] += x[i + j] * x[i + j];
+  }
+  for (; i + 8 <= n; i += 8) {
+    for (int j = 0; j < 8; ++j) s[j] += x[i + j];
+    for (int j = 0; j < 8; ++j) q[j] += x[i + j] * x[i + j];
+  }
+  float tail_sum = 0.0f, tail_squares = 0.0f;
+  for (; i < n; ++i) {
+    tail_sum += x[i];
+    tail_squares += x[i] * x[i];
+  }
+  *sum = CombineLanes(s) + tail_sum;
+  *squares = CombineLanes(q) + tail_squares;
+}
+
 inline float InverseRoot(float s, float eps, bool eps_inside_sqrt) {
   return eps_inside_sqrt ? 1.0f / __builtin_sqrtf(s + eps) : 1.0f / (__builtin_sqrtf(s) + eps);
 }
@@ -306,6 +330,14 @@ void NormalizeRow(const NormKernelArgs& a, const float* __restrict h, typename S
     case RowStatistic::kMeanSquare: {
       const int64_t k = a.stat_channels > 0 ? a.stat_channels : d;
       const float ms = SumSquares(h, k) / static_cast<float>(k);
+      AffineStore<S>(h, d, 0.0f, InverseRoot(ms, a.eps, a.eps_inside_sqrt), a.scale, a.shift, y);
+      return;
+    }
+    case RowStatistic::kCompressedMeanSquare: {
+      // The implied channel d is -sum(h): its square joins the sum of squares.
+      float sum = 0.0f, squares = 0.0f;
+      SumAndSumSquares(h, d, &sum, &squares);
+      const float ms = (squares + sum * sum) / static_cast<float>(d + 1);
       AffineStore<S>(h, d, 0.0f, InverseRoot(ms, a.eps, a.eps_inside_sqrt), a.scale, a.shift, y);
       return;
     }

@@ -43,6 +43,7 @@ void ValidateNormArgs(const NormKernelArgs& a) {
   switch (a.statistic) {
     case RowStatistic::kNone:
     case RowStatistic::kMeanVariance:
+    case RowStatistic::kCompressedMeanSquare:
       break;
     case RowStatistic::kMeanSquare:
       if (a.stat_channels < 0 || a.stat_channels > a.d) {

@@ -20,6 +20,9 @@ enum class RowStatistic {
   kMeanVariance,     // LayerNorm
   kMeanSquare,       // (p)RMSNorm: mean of x^2 over the first stat_channels channels
   kGroupMeanSquare,  // PowerNorm: mean of x^2 within each of `groups` channel groups
+  // CRMSNorm: the row holds the first d channels of a zero-mean row of d + 1, whose last
+  // channel is -sum(x); ms = (sum(x^2) + sum(x)^2) / (d + 1), mu = 0.
+  kCompressedMeanSquare,
 };
 
 // Storage dtype of x, residual and y (scale and shift are always fp32).

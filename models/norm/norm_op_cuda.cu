@@ -232,6 +232,21 @@ __global__ void __launch_bounds__(kMaxRowThreads) NormRowsKernel(const DeviceArg
       }
       rstd = InverseRoot(RowSum(q, red) / static_cast<float>(a.stat_channels), a.eps,
                          a.eps_inside_sqrt);
+    } else if constexpr (kStat == RowStatistic::kCompressedMeanSquare) {
+      // The implied channel d is -sum(x): its square joins the sum of squares (zeros past d).
+      float s = 0.0f;
+      float q = 0.0f;
+#pragma unroll
+      for (int i = 0; i < kNV; ++i) {
+#pragma unroll
+        for (int j = 0; j < kVec; ++j) {
+          s += v[i][j];
+          q += v[i][j] * v[i][j];
+        }
+      }
+      const float sum = RowSum(s, red);
+      q = RowSum(q, red);
+      rstd = InverseRoot((q + sum * sum) / static_cast<float>(d + 1), a.eps, a.eps_inside_sqrt);
     } else if constexpr (kStat == RowStatistic::kGroupMeanSquare) {
       // Packs never straddle groups (the host checks group_size % kVec == 0).
 #pragma unroll
@@ -336,6 +351,16 @@ __global__ void __launch_bounds__(512) NormRowsLargeKernel(const DeviceArgs a) {
         for (int c = threadIdx.x; c < a.stat_channels; c += blockDim.x) q += at(c) * at(c);
         rstd = InverseRoot(RowSum(q, red) / static_cast<float>(a.stat_channels), a.eps,
                            a.eps_inside_sqrt);
+      } else if constexpr (kStat == RowStatistic::kCompressedMeanSquare) {
+        float s = 0.0f;
+        float q = 0.0f;
+        for (int c = threadIdx.x; c < d; c += blockDim.x) {
+          s += at(c);
+          q += at(c) * at(c);
+        }
+        const float sum = RowSum(s, red);
+        q = RowSum(q, red);
+        rstd = InverseRoot((q + sum * sum) / static_cast<float>(d + 1), a.eps, a.eps_inside_sqrt);
       }
       for (int c = threadIdx.x; c < d; c += blockDim.x) {
         if constexpr (kStat == RowStatistic::kNone) {
@@ -485,6 +510,8 @@ void LaunchType(const NormKernelArgs& a, const DeviceArgs& da, const Plan& plan,
       return LaunchStatistic<T, RowStatistic::kMeanSquare>(da, plan, stream);
     case RowStatistic::kGroupMeanSquare:
       return LaunchStatistic<T, RowStatistic::kGroupMeanSquare>(da, plan, stream);
+    case RowStatistic::kCompressedMeanSquare:
+      return LaunchStatistic<T, RowStatistic::kCompressedMeanSquare>(da, plan, stream);
   }
 }
 

@@ -24,12 +24,12 @@ namespace {
 
 using internal::NormTimingSlot;
 
-constexpr int kKinds = 5;    // NormKind
+constexpr int kKinds = 6;    // NormKind
 constexpr int kDevices = 2;  // NormDevice
 constexpr int kDtypes = 3;   // NormDtype
-constexpr NormKind kAllKinds[kKinds] = {NormKind::kLayerNorm, NormKind::kRMSNorm,
+constexpr NormKind kAllKinds[kKinds] = {NormKind::kLayerNorm,      NormKind::kRMSNorm,
                                         NormKind::kPartialRMSNorm, NormKind::kPowerNorm,
-                                        NormKind::kBatchNorm};
+                                        NormKind::kBatchNorm,      NormKind::kCRMSNorm};
 constexpr NormDtype kAllDtypes[kDtypes] = {NormDtype::kFloat32, NormDtype::kFloat16,
                                            NormDtype::kBFloat16};
 

@@ -50,9 +50,29 @@ namespace {
   (TORCH_VERSION_MAJOR > (major) ||            \
    (TORCH_VERSION_MAJOR == (major) && TORCH_VERSION_MINOR >= (minor)))
 
+<<<<<<< HEAD
 constexpr char kDescription[] =
     R"(normserve-normbench: norm kernels vs a device copy and ATen (docs/kernels.md). Writes the
 table as CSV and Markdown under results/.)";
+=======
+constexpr const char* kUsage = R"(normserve-normbench: norm kernels vs a device copy and ATen
+
+  --device cpu|cuda   where to run (default cpu; cuda needs a GPU and a CUDA build)
+  --quick             a reduced set of shapes (rows 256,4096,16384; d 1024,4096; fp32,bf16)
+  --csv FILE          CSV output (default results/normbench-<host>-<device>.csv)
+  --markdown FILE     Markdown output (default results/normbench-<host>-<device>.md)
+  --threads N         ATen intra-op threads (default: the number of cores)
+  --rows LIST         comma-separated row counts (default 1,16,256,4096,16384)
+  --d LIST            comma-separated hidden sizes (default 512,1024,4096,8192)
+  --dtypes LIST       float32,float16,bfloat16 (default all)
+  --variants LIST     layernorm,rmsnorm,prmsnorm,powernorm,batchnorm,crmsnorm (default all)
+  --forms LIST        plain,fused (default both)
+  --min-ms MS         minimum duration of one timed batch of launches (default 20)
+  --no-overhead       skip the sampled-timing overhead measurement
+  --note TEXT         a note for the Markdown header (e.g. the machine's load)
+  --help
+)";
+>>>>>>> crmsnorm
 
 struct Options {
   std::string device = "cpu";
@@ -62,8 +82,8 @@ struct Options {
   std::vector<int64_t> rows = {1, 16, 256, 4096, 16384};
   std::vector<int64_t> dims = {512, 1024, 4096, 8192};
   std::vector<std::string> dtypes = {"float32", "float16", "bfloat16"};
-  std::vector<std::string> variants = {"layernorm", "rmsnorm", "prmsnorm", "powernorm",
-                                       "batchnorm"};
+  std::vector<std::string> variants = {"layernorm", "rmsnorm",   "prmsnorm",
+                                       "powernorm", "batchnorm", "crmsnorm"};
   std::vector<std::string> forms = {"plain", "fused"};
   double min_ms = 20;
   bool overhead = true;
@@ -202,6 +222,7 @@ std::optional<VariantDef> FindVariant(const std::string& name) {
       {"prmsnorm", NormKind::kPartialRMSNorm, RowStatistic::kMeanSquare, false},
       {"powernorm", NormKind::kPowerNorm, RowStatistic::kGroupMeanSquare, true},
       {"batchnorm", NormKind::kBatchNorm, RowStatistic::kNone, true},
+      {"crmsnorm", NormKind::kCRMSNorm, RowStatistic::kCompressedMeanSquare, false},
   };
   for (const VariantDef& v : all) {
     if (v.name == name) return v;
@@ -339,6 +360,14 @@ std::vector<BaselineDef> PlainBaselines(const VariantDef& v, int64_t d) {
              const at::Tensor scaled = (g * at::rsqrt(g.pow(2).mean(-1, true) + kEps));
              return at::addcmul(w.b, scaled.view({x.size(0), d}), w.scale);
            }});
+      break;
+    case NormKind::kCRMSNorm:
+      // The implied last channel -sum(x) joins the mean square of d + 1 channels.
+      out.push_back({"aten_composite", [d](const at::Tensor& x, const AtenWeights& w) {
+                       const at::Tensor ms =
+                           (x.pow(2).sum(-1, true) + x.sum(-1, true).pow(2)) / (d + 1);
+                       return x * at::rsqrt(ms + kEps) * w.g;
+                     }});
       break;
     case NormKind::kBatchNorm:
       out.push_back({"aten_batch_norm", [](const at::Tensor& x, const AtenWeights& w) {

@@ -1,5 +1,5 @@
 // normserve-model: writes model directories. `init` makes a complete one with random weights;
-// `convert` writes a Pre-LN model's lossless Pre-RMSNorm equivalent.
+// `convert` writes a Pre-LN model's lossless Pre-RMSNorm or Pre-CRMSNorm equivalent.
 #include <CLI/CLI.hpp>
 #include <fstream>
 #include <iostream>
@@ -22,12 +22,13 @@ the given text files (one sentence per line): source.spm and target.spm for tran
 lm.spm for transformer_lm. CONFIG.json is a config.json without vocabulary sizes or
 tokenizer names; those come from the trained tokenizers.
 
-convert writes the Pre-RMSNorm equivalent of the Pre-LN model in the input version directory
-(normalize_before true, layernorm at every site) to the output directory: same outputs,
-RMSNorm at every site, recentred weights, the tied output projection untied. Weights are
+convert writes the Pre-RMSNorm (or Pre-CRMSNorm) equivalent of the Pre-LN model in the input
+version directory (normalize_before true, layernorm at every site) to the output directory:
+same outputs, RMSNorm at every site, recentred weights, the tied output projection untied;
+crmsnorm also stores the zero-mean residual stream in embed_dim - 1 channels. Weights are
 written in the input's dtype unless --dtype says otherwise; only f32 keeps the recentring
 exact (f16 rounds it again: logits then differ by about 1e-3). Other models are refused with
-the reason. crmsnorm is not implemented yet.)";
+the reason.)";
 
 constexpr char kFooter[] =
     R"(`normserve-model COMMAND --help` lists a command's flags. Every flag can also come from its
@@ -87,9 +88,9 @@ void AddInit(CLI::App* app, Commands* c) {
 }
 
 void AddConvert(CLI::App* app, Commands* c) {
-  CLI::App* convert =
-      app->add_subcommand("convert", "the lossless Pre-RMSNorm equivalent of a Pre-LN model");
-  convert->add_option("--norm", c->norm, "the norm to convert to: rmsnorm")
+  CLI::App* convert = app->add_subcommand(
+      "convert", "the lossless Pre-RMSNorm or Pre-CRMSNorm equivalent of a Pre-LN model");
+  convert->add_option("--norm", c->norm, "the norm to convert to: rmsnorm or crmsnorm")
       ->type_name("NORM")
       ->required();
   convert->add_option("--input", c->input, "the Pre-LN model's version directory")

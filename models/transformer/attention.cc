@@ -16,19 +16,20 @@ void KVCache::Reorder(const at::Tensor& index) {
   }
 }
 
-MultiheadAttention::MultiheadAttention(int64_t dim, int64_t heads, WeightStore& store,
-                                       const std::string& prefix)
-    : heads_(heads) {
+MultiheadAttention::MultiheadAttention(int64_t stream_dim, int64_t dim, int64_t heads,
+                                       WeightStore& store, const std::string& prefix)
+    : heads_(heads), dim_(dim) {
   const double scale = 1.0 / std::sqrt(static_cast<double>(dim / heads));
   const auto take = [&](const char* name, std::vector<int64_t> shape) {
     return store.Take(prefix + "." + name, std::move(shape));
   };
-  wqkv_ = at::cat({take("q_proj.weight", {dim, dim}) * scale, take("k_proj.weight", {dim, dim}),
-                   take("v_proj.weight", {dim, dim})});
+  wqkv_ =
+      at::cat({take("q_proj.weight", {dim, stream_dim}) * scale,
+               take("k_proj.weight", {dim, stream_dim}), take("v_proj.weight", {dim, stream_dim})});
   bqkv_ = at::cat(
       {take("q_proj.bias", {dim}) * scale, take("k_proj.bias", {dim}), take("v_proj.bias", {dim})});
-  wo_ = take("out_proj.weight", {dim, dim});
-  bo_ = take("out_proj.bias", {dim});
+  wo_ = take("out_proj.weight", {stream_dim, dim});
+  bo_ = take("out_proj.bias", {stream_dim});
 }
 
 at::Tensor MultiheadAttention::SplitHeads(const at::Tensor& x) const {
@@ -36,8 +37,7 @@ at::Tensor MultiheadAttention::SplitHeads(const at::Tensor& x) const {
 }
 
 at::Tensor MultiheadAttention::ProjectQuery(const at::Tensor& x) const {
-  const int64_t dim = wo_.size(0);
-  return at::linear(x, wqkv_.narrow(0, 0, dim), bqkv_.narrow(0, 0, dim));
+  return at::linear(x, wqkv_.narrow(0, 0, dim_), bqkv_.narrow(0, 0, dim_));
 }
 
 at::Tensor MultiheadAttention::Attend(const at::Tensor& q, const KVCache& kv,
@@ -67,9 +67,9 @@ at::Tensor MultiheadAttention::SelfAttention(const at::Tensor& query, const at::
 
 std::pair<at::Tensor, at::Tensor> MultiheadAttention::MemoryKeysValues(
     const at::Tensor& memory) const {
-  const int64_t dim = wo_.size(0);
   const auto kv =
-      at::linear(memory, wqkv_.narrow(0, dim, 2 * dim), bqkv_.narrow(0, dim, 2 * dim)).chunk(2, -1);
+      at::linear(memory, wqkv_.narrow(0, dim_, 2 * dim_), bqkv_.narrow(0, dim_, 2 * dim_))
+          .chunk(2, -1);
   return {SplitHeads(kv[0]), SplitHeads(kv[1])};
 }
 

@@ -22,7 +22,10 @@ struct KVCache {
 class MultiheadAttention {
  public:
   MultiheadAttention() = default;
-  MultiheadAttention(int64_t dim, int64_t heads, WeightStore& store, const std::string& prefix);
+  // Reads [stream_dim] inputs and writes [stream_dim] outputs; q, k and v have dim =
+  // heads * head_dim channels (stream_dim is dim - 1 in a Pre-CRMSNorm model).
+  MultiheadAttention(int64_t stream_dim, int64_t dim, int64_t heads, WeightStore& store,
+                     const std::string& prefix);
 
   // Self-attention over query [B, T, D]: appends its keys and values to `cache` (when given)
   // and attends to everything cached. `mask` is additive, broadcastable to [B, H, T, keys].
@@ -50,8 +53,9 @@ class MultiheadAttention {
   at::Tensor ProjectQuery(const at::Tensor& x) const;
 
   int64_t heads_ = 1;
-  // q, k and v projections in one [3D, D] matrix (one matrix product instead of three), with
-  // the query rows and bias already scaled by 1/sqrt(head_dim).
+  int64_t dim_ = 0;  // heads * head_dim
+  // q, k and v projections in one [3D, stream_dim] matrix (one matrix product instead of three),
+  // with the query rows and bias already scaled by 1/sqrt(head_dim).
   at::Tensor wqkv_, bqkv_;
   at::Tensor wo_, bo_;
 };

@@ -19,13 +19,15 @@ at::Tensor SinusoidalTable(int64_t num_positions, int64_t dim, int64_t padding_i
   return table;
 }
 
-TokenEmbedding::TokenEmbedding(at::Tensor table, int64_t max_positions, int64_t padding_idx,
-                               bool zero_mean_positions)
+TokenEmbedding::TokenEmbedding(at::Tensor table, int64_t dim, int64_t max_positions,
+                               int64_t padding_idx, bool zero_mean_positions)
     : table_(std::move(table)),
       padding_idx_(padding_idx),
-      scale_(std::sqrt(static_cast<double>(table_.size(1)))) {
-  positions_ = SinusoidalTable(max_positions + padding_idx + 1, table_.size(1), padding_idx,
-                               zero_mean_positions);
+      scale_(std::sqrt(static_cast<double>(dim))) {
+  positions_ =
+      SinusoidalTable(max_positions + padding_idx + 1, dim, padding_idx, zero_mean_positions)
+          .narrow(1, 0, table_.size(1))
+          .contiguous();
 }
 
 at::Tensor TokenEmbedding::operator()(const at::Tensor& tokens, int64_t offset) const {

@@ -1,5 +1,6 @@
 // Token embeddings scaled by sqrt(d) plus fairseq's sinusoidal positions: half sines then
-// half cosines, positions counted from padding_idx + 1.
+// half cosines, positions counted from padding_idx + 1. A Pre-CRMSNorm model's tables hold
+// the first d - 1 channels (ModelConfig::residual_dim), and so do its positions.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -17,8 +18,10 @@ at::Tensor SinusoidalTable(int64_t num_positions, int64_t dim, int64_t padding_i
 class TokenEmbedding {
  public:
   TokenEmbedding() = default;
-  // `table` is [vocab, dim]; positions cover sequences of up to max_positions tokens.
-  TokenEmbedding(at::Tensor table, int64_t max_positions, int64_t padding_idx,
+  // `table` is [vocab, dim - 1 or dim]: the scale is sqrt(dim) and the positions are those
+  // of dim channels, cut to the table's. Positions cover sequences of up to max_positions
+  // tokens.
+  TokenEmbedding(at::Tensor table, int64_t dim, int64_t max_positions, int64_t padding_idx,
                  bool zero_mean_positions);
 
   // tokens [B, T] whose first token sits at position `offset` of its sequence.

@@ -20,10 +20,10 @@ class FeedForward {
   FeedForward() = default;
   FeedForward(const ModelConfig& c, WeightStore& store, const std::string& prefix)
       : gelu_(c.activation == "gelu"),
-        w1_(store.Take(prefix + ".fc1.weight", {c.ffn_dim, c.embed_dim})),
+        w1_(store.Take(prefix + ".fc1.weight", {c.ffn_dim, c.stream_dim()})),
         b1_(store.Take(prefix + ".fc1.bias", {c.ffn_dim})),
-        w2_(store.Take(prefix + ".fc2.weight", {c.embed_dim, c.ffn_dim})),
-        b2_(store.Take(prefix + ".fc2.bias", {c.embed_dim})) {}
+        w2_(store.Take(prefix + ".fc2.weight", {c.stream_dim(), c.ffn_dim})),
+        b2_(store.Take(prefix + ".fc2.bias", {c.stream_dim()})) {}
 
   at::Tensor operator()(const at::Tensor& x) const {
     const at::Tensor h = at::linear(x, w1_, b1_);
@@ -91,7 +91,8 @@ struct Transformer::Layers {
   std::vector<EncoderLayer> encoder;
   std::vector<DecoderLayer> decoder;
   Norm encoder_final, decoder_final;
-  at::Tensor output_projection;  // [V, D]
+  at::Tensor output_projection;  // [V, stream_dim]
+  at::Tensor output_bias;        // [V], or undefined (config.output_bias)
 };
 
 EncoderOutput EncoderOutput::Expand(int64_t times) const {
@@ -106,23 +107,29 @@ void DecoderState::Reorder(const at::Tensor& index) {
 
 Transformer::Transformer(const ModelConfig& c, WeightStore& store)
     : config_(c), layers_(std::make_unique<Layers>()) {
-  const int64_t d = c.embed_dim;
+  // The residual stream has d channels, attention dim (d - 1 and d in Pre-CRMSNorm).
+  const int64_t d = c.stream_dim(), dim = c.embed_dim;
   auto& L = *layers_;
   const auto layer_norm = [&](NormSite site, const std::string& prefix) {
     return Norm(c.norm(site), d, store, prefix);
+  };
+  const auto attention = [&](const std::string& prefix) {
+    return MultiheadAttention(d, dim, c.attention_heads, store, prefix);
+  };
+  const auto embedding = [&](const at::Tensor& table) {
+    return TokenEmbedding(table, dim, c.max_positions, c.special.pad, c.zero_mean_positions);
   };
   at::Tensor target_table;
   if (c.is_mt()) {
     const at::Tensor source_table =
         store.Take("encoder.embed_tokens.weight", {c.source_vocab_size, d});
-    L.source_embedding =
-        TokenEmbedding(source_table, c.max_positions, c.special.pad, c.zero_mean_positions);
+    L.source_embedding = embedding(source_table);
     target_table = c.share_all_embeddings
                        ? source_table
                        : store.Take("decoder.embed_tokens.weight", {c.target_vocab_size, d});
     for (int64_t i = 0; i < c.encoder_layers; ++i) {
       const std::string p = "encoder.layers." + std::to_string(i);
-      L.encoder.push_back({MultiheadAttention(d, c.attention_heads, store, p + ".self_attn"),
+      L.encoder.push_back({attention(p + ".self_attn"),
                            layer_norm(NormSite::kEncoderSelfAttn, p + ".self_attn_layer_norm"),
                            layer_norm(NormSite::kEncoderFfn, p + ".final_layer_norm"),
                            FeedForward(c, store, p)});
@@ -131,15 +138,14 @@ Transformer::Transformer(const ModelConfig& c, WeightStore& store)
   } else {
     target_table = store.Take("decoder.embed_tokens.weight", {c.target_vocab_size, d});
   }
-  L.target_embedding =
-      TokenEmbedding(target_table, c.max_positions, c.special.pad, c.zero_mean_positions);
+  L.target_embedding = embedding(target_table);
   for (int64_t i = 0; i < c.decoder_layers; ++i) {
     const std::string p = "decoder.layers." + std::to_string(i);
     DecoderLayer layer;
-    layer.self_attn = MultiheadAttention(d, c.attention_heads, store, p + ".self_attn");
+    layer.self_attn = attention(p + ".self_attn");
     layer.self_attn_norm = layer_norm(NormSite::kDecoderSelfAttn, p + ".self_attn_layer_norm");
     if (c.is_mt()) {
-      layer.cross_attn = MultiheadAttention(d, c.attention_heads, store, p + ".encoder_attn");
+      layer.cross_attn = attention(p + ".encoder_attn");
       layer.cross_attn_norm =
           layer_norm(NormSite::kDecoderCrossAttn, p + ".encoder_attn_layer_norm");
     }
@@ -152,6 +158,9 @@ Transformer::Transformer(const ModelConfig& c, WeightStore& store)
       c.share_decoder_input_output_embed
           ? target_table
           : store.Take("decoder.output_projection.weight", {c.target_vocab_size, d});
+  if (c.output_bias) {
+    L.output_bias = store.Take("decoder.output_projection.bias", {c.target_vocab_size});
+  }
   store.CheckAllTaken();
   parameters_ = store.TakenElements();
 }
@@ -217,7 +226,7 @@ at::Tensor Transformer::Decode(const at::Tensor& tokens, DecoderState& state) co
   }
   const at::Tensor h = RunSublayers(x, blocks, &L.decoder_final, config_.normalize_before);
   state.steps += new_steps;
-  return at::linear(h, L.output_projection).to(at::kFloat);
+  return at::linear(h, L.output_projection, L.output_bias).to(at::kFloat);
 }
 
 DecoderSlots Transformer::MakeSlots() const {
@@ -279,7 +288,7 @@ at::Tensor Transformer::Step(const at::Tensor& tokens, const StepRows& rows,
     blocks.push_back({&layer.ffn_norm, [&layer](const at::Tensor& h) { return layer.ffn(h); }});
   }
   const at::Tensor h = RunSublayers(x, blocks, &L.decoder_final, config_.normalize_before);
-  return at::linear(h, L.output_projection).to(at::kFloat);
+  return at::linear(h, L.output_projection, L.output_bias).to(at::kFloat);
 }
 
 void Transformer::To(const at::Device& device) {
@@ -304,6 +313,7 @@ void Transformer::To(const at::Device& device) {
   L.encoder_final.To(device);
   L.decoder_final.To(device);
   L.output_projection = L.output_projection.to(device);
+  if (L.output_bias.defined()) L.output_bias = L.output_bias.to(device);
 }
 
 }  // namespace normserve

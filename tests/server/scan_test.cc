@@ -76,9 +76,9 @@ TEST_F(ScanTest, ReadsModelJsonAndReportsABrokenOne) {
   EXPECT_EQ(bad.serving.batching.max_batch_size, 7);  // the defaults
 }
 
-// model.json's convert_norm (issue #17): rmsnorm is read, and is part of every version's
-// fingerprint so that changing it reloads versions whose files did not change; crmsnorm and
-// unknown targets are configuration errors that say why.
+// model.json's convert_norm (issue #17): rmsnorm and crmsnorm are read, and the target is part
+// of every version's fingerprint so that changing it reloads versions whose files did not
+// change; unknown targets are configuration errors that say why.
 TEST_F(ScanTest, ConvertNormIsReadAndChangesTheFingerprints) {
   Write("m/1/weights", "x");
   const ModelScan plain = ScanModel(root_.string(), "m", BatcherConfig{});
@@ -90,8 +90,11 @@ TEST_F(ScanTest, ConvertNormIsReadAndChangesTheFingerprints) {
   EXPECT_NE(converted.versions.at(1), plain.versions.at(1));
 
   Write("m/model.json", R"({"convert_norm": "crmsnorm"})");
-  const std::string crms = ScanModel(root_.string(), "m", BatcherConfig{}).config_error;
-  EXPECT_NE(crms.find("not implemented yet"), std::string::npos) << crms;
+  const ModelScan crms = ScanModel(root_.string(), "m", BatcherConfig{});
+  ASSERT_TRUE(crms.config_error.empty()) << crms.config_error;
+  EXPECT_EQ(crms.serving.convert_norm, NormKind::kCRMSNorm);
+  EXPECT_NE(crms.versions.at(1), converted.versions.at(1));
+  EXPECT_NE(crms.versions.at(1), plain.versions.at(1));
   for (const char* bad : {R"({"convert_norm": "powernorm"})", R"({"convert_norm": true})"}) {
     Write("m/model.json", bad);
     const std::string error = ScanModel(root_.string(), "m", BatcherConfig{}).config_error;

@@ -1,10 +1,12 @@
-// A Pre-LN transformer_mt made by the trainer converts losslessly to Pre-RMSNorm
-// (models/io/norm_conversion.h): same logits, scores, greedy and beam outputs on 500 inputs.
+// A Pre-LN transformer_mt made by the trainer converts losslessly to Pre-RMSNorm and to
+// Pre-CRMSNorm (models/io/norm_conversion.h): same logits, scores, greedy and beam outputs on
+// 500 inputs.
 #include <c10/core/InferenceMode.h>
 #include <gtest/gtest.h>
 
 #include <nlohmann/json.hpp>
 #include <random>
+#include <string>
 
 #include "models/train/trainer.h"
 #include "tests/train/train_test_util.h"
@@ -49,9 +51,14 @@ TEST(NormConversionTrainTest, TrainedPreLnMtConvertsLosslessly) {
   c10::InferenceMode guard;
   const ModelConfig config = LoadModelConfig(o.out_dir + "/config.json");
   std::mt19937_64 rng(seed);
-  normserve::testing::ExpectEquivalentMt(
-      normserve::testing::BuildPair(config, normserve::testing::LoadDirWeights(o.out_dir)), rng,
-      "trained mt");
+  for (NormKind target : normserve::testing::kTargets) {
+    const std::string name = "trained mt " + normserve::testing::TargetName(target);
+    SCOPED_TRACE(name);
+    normserve::testing::ExpectEquivalentMt(
+        normserve::testing::BuildPair(config, normserve::testing::LoadDirWeights(o.out_dir),
+                                      target),
+        rng, name);
+  }
 }
 
 }  // namespace

@@ -446,6 +446,65 @@ TEST(ModelConfigTest, PositionTableIsBounded) {
   EXPECT_EQ(Parse(j).max_positions, 4096);
 }
 
+// A Pre-CRMSNorm config: the residual stream of embed_dim - 1 channels, crmsnorm everywhere.
+json CrmsnormLm() {
+  json j = LmExample();
+  j["residual_dim"] = 127;
+  j["positions"] = "sinusoidal_zero_mean";
+  j["output_bias"] = true;
+  j["share_decoder_input_output_embed"] = false;
+  j["norm"] = {{"default", {{"type", "crmsnorm"}, {"bias", false}}}};
+  return j;
+}
+
+TEST(ModelConfigTest, ResidualDimIsEmbedDimOrCrmsnormsEmbedDimMinusOne) {
+  const ModelConfig c = Parse(CrmsnormLm());
+  EXPECT_EQ(c.embed_dim, 128);
+  EXPECT_EQ(c.stream_dim(), 127);
+  EXPECT_TRUE(c.output_bias);
+  EXPECT_EQ(c.norm_label(), "crmsnorm");
+  EXPECT_EQ(Parse(LmExample()).stream_dim(), 128);
+  EXPECT_FALSE(Parse(LmExample()).output_bias);
+  {
+    json j = LmExample();
+    j["residual_dim"] = 128;  // the default, written out
+    EXPECT_EQ(Parse(j).stream_dim(), 128);
+  }
+  for (int64_t bad : {0, 126, 129, -1}) {
+    json j = CrmsnormLm();
+    j["residual_dim"] = bad;
+    ExpectError(j, "'residual_dim'", "must be embed_dim (128) or");
+  }
+  {
+    json j = CrmsnormLm();
+    j["norm"]["final"] = {{"type", "rmsnorm"}};
+    ExpectError(j, "'residual_dim'", "'final' is not");
+  }
+  {
+    json j = CrmsnormLm();
+    j["normalize_before"] = false;
+    ExpectError(j, "'residual_dim'", "normalize_before true");
+  }
+  {
+    json j = CrmsnormLm();
+    j["positions"] = "sinusoidal";
+    ExpectError(j, "'positions'", "sinusoidal_zero_mean");
+  }
+  {
+    json j = CrmsnormLm();
+    j.erase("residual_dim");
+    ExpectError(j, "'norm.decoder_self_attn'", "set residual_dim to embed_dim - 1 = 127");
+  }
+  {
+    json j = CrmsnormLm();
+    j["residual_dim"] = "127";
+    ExpectError(j, "'residual_dim'", "wrong type");
+    j = CrmsnormLm();
+    j["output_bias"] = 1;
+    ExpectError(j, "'output_bias'", "wrong type");
+  }
+}
+
 TEST(ModelConfigTest, NormHyperParametersAreChecked) {
   {
     json j = MtExample();
@@ -505,7 +564,8 @@ void ExpectSameNorm(const NormConfig& a, const NormConfig& b, const std::string&
   SCOPED_TRACE(where);
   EXPECT_EQ(a.kind, b.kind);
   EXPECT_DOUBLE_EQ(a.eps, b.eps);
-  const bool rms = a.kind == NormKind::kRMSNorm || a.kind == NormKind::kPartialRMSNorm;
+  const bool rms = a.kind == NormKind::kRMSNorm || a.kind == NormKind::kPartialRMSNorm ||
+                   a.kind == NormKind::kCRMSNorm;
   if (rms) EXPECT_EQ(a.bias, b.bias);
   // FoldNorm honours eps placement for every kind but PowerNorm and BatchNorm.
   if (a.kind != NormKind::kPowerNorm && a.kind != NormKind::kBatchNorm) {
@@ -541,6 +601,9 @@ void ExpectSameConfig(const ModelConfig& a, const ModelConfig& b) {
   EXPECT_EQ(a.special.pad, b.special.pad);
   EXPECT_EQ(a.special.eos, b.special.eos);
   EXPECT_EQ(a.special.unk, b.special.unk);
+  EXPECT_EQ(a.stream_dim(), b.stream_dim());
+  EXPECT_EQ(a.output_bias, b.output_bias);
+  EXPECT_EQ(a.zero_mean_positions, b.zero_mean_positions);
   EXPECT_EQ(a.sites(), b.sites());
   ASSERT_EQ(a.norms.size(), b.norms.size());
   for (const auto& [site, norm] : a.norms) {
@@ -611,6 +674,15 @@ TEST(ModelConfigTest, SiteNames) {
   EXPECT_STREQ(NormSiteName(NormSite::kDecoderCrossAttn), "decoder_cross_attn");
   EXPECT_STREQ(NormSiteName(NormSite::kDecoderFfn), "decoder_ffn");
   EXPECT_STREQ(NormSiteName(NormSite::kFinal), "final");
+}
+
+TEST(ModelConfigTest, CrmsnormJsonRoundTrip) {
+  const ModelConfig c = Parse(CrmsnormLm());
+  const ModelConfig again = ParseModelConfig(ModelConfigToJson(c), "round trip");
+  ExpectSameConfig(c, again);
+  const json written = json::parse(ModelConfigToJson(Parse(LmExample())));
+  EXPECT_FALSE(written.contains("residual_dim")) << "a full-width config gained a field";
+  EXPECT_FALSE(written.contains("output_bias"));
 }
 
 }  // namespace

@@ -1,8 +1,9 @@
-// The Pre-LN -> Pre-RMSNorm conversion (models/io/norm_conversion.h) is lossless: on the
-// bundled enlm and on transformer_mt models written by InitModelDirectory (what
-// `normserve-model init` runs), with tied, untied and shared embeddings, the converted model
-// gives the same logits, the same greedy and beam outputs on 500 inputs and the same scores,
-// in fp32 and from fp16 weights; models that are not Pre-LN are refused with the reason.
+// The Pre-LN -> Pre-RMSNorm and Pre-CRMSNorm conversions (models/io/norm_conversion.h) are
+// lossless: on the bundled enlm and on transformer_mt models written by InitModelDirectory
+// (what `normserve-model init` runs), with tied, untied and shared embeddings, the converted
+// model gives the same logits, the same greedy and beam outputs on 500 inputs and the same
+// scores, in fp32 and from fp16 weights; Pre-CRMSNorm's weights have embed_dim - 1 channels
+// where they touch the residual stream; models that are not Pre-LN are refused with the reason.
 // The figures are printed ([ figures ] lines) for the closing note.
 #include "models/io/norm_conversion.h"
 
@@ -48,32 +49,77 @@ using testing::MaxScoreDiff;
 using testing::Pair;
 using testing::PrintFigure;
 using testing::RoundTo;
+using testing::TargetName;
 using testing::Weights;
 
 std::string EnlmDir() { return std::string(NORMSERVE_SOURCE_DIR) + "/models/repository/enlm/1"; }
 
-TEST(NormConversionTest, EnlmGivesTheSameLogitsGreedyOutputsAndScores) {
+// Each test of a conversion runs for both targets.
+class NormConversionTest : public ::testing::TestWithParam<NormKind> {};
+
+INSTANTIATE_TEST_SUITE_P(Targets, NormConversionTest, ::testing::ValuesIn(testing::kTargets),
+                         [](const auto& info) { return TargetName(info.param); });
+
+TEST_P(NormConversionTest, EnlmGivesTheSameLogitsGreedyOutputsAndScores) {
   NORMSERVE_TEST_SEED(seed);
   std::mt19937_64 rng(seed);
   c10::InferenceMode guard;
   const ModelConfig config = LoadModelConfig(EnlmDir() + "/config.json");
-  const Pair p = BuildPair(config, LoadDirWeights(EnlmDir()));
-  EXPECT_EQ(p.converted.config.norm_label(), "rmsnorm");
+  const Pair p = BuildPair(config, LoadDirWeights(EnlmDir()), GetParam());
+  EXPECT_EQ(p.converted.config.norm_label(), TargetName(GetParam()));
 
+  const std::string name = "enlm " + TargetName(GetParam()) + " fp32";
   const double logits = MaxLogitDiff(p, rng, 4);
-  PrintFigure("enlm fp32", "max |logit difference|", logits);
+  PrintFigure(name, "max |logit difference|", logits);
   EXPECT_LE(logits, kFp32Tolerance);
   const double scores = MaxScoreDiff(p, rng);
-  PrintFigure("enlm fp32", "max |token log-prob difference| over 500 texts", scores);
+  PrintFigure(name, "max |token log-prob difference| over 500 texts", scores);
   EXPECT_LE(scores, kFp32Tolerance);
   const int64_t greedy = LmGreedyMismatches(p, rng);
-  PrintFigure("enlm fp32", "greedy continuations that differ, of 500", greedy);
+  PrintFigure(name, "greedy continuations that differ, of 500", greedy);
   EXPECT_EQ(greedy, 0);
+}
+
+// Pre-CRMSNorm's smaller hidden size, in the converted weights and config: d - 1 channels
+// wherever the residual stream is read or written, d = heads * head_dim inside attention.
+TEST(NormConversionTest, CrmsnormWeightsHaveTheSmallerHiddenSize) {
+  c10::InferenceMode guard;
+  const ModelConfig config = LoadModelConfig(EnlmDir() + "/config.json");
+  Weights w = LoadDirWeights(EnlmDir());
+  const ModelConfig c = ConvertNorm(config, w, NormKind::kCRMSNorm, "enlm");
+  const int64_t d = config.embed_dim, r = d - 1, v = config.target_vocab_size;
+  EXPECT_EQ(c.residual_dim, r);
+  EXPECT_EQ(c.stream_dim(), r);
+  EXPECT_TRUE(c.output_bias);
+  const auto shape = [&w](const std::string& name) { return w.at(name).sizes().vec(); };
+  using Shape = std::vector<int64_t>;
+  EXPECT_EQ(shape("decoder.embed_tokens.weight"), (Shape{v, r}));
+  EXPECT_EQ(shape("decoder.output_projection.weight"), (Shape{v, r}));
+  EXPECT_EQ(shape("decoder.output_projection.bias"), (Shape{v}));
+  EXPECT_EQ(shape("decoder.layers.0.self_attn.q_proj.weight"), (Shape{d, r}));
+  EXPECT_EQ(shape("decoder.layers.0.self_attn.out_proj.weight"), (Shape{r, d}));
+  EXPECT_EQ(shape("decoder.layers.0.self_attn.out_proj.bias"), (Shape{r}));
+  EXPECT_EQ(shape("decoder.layers.0.fc1.weight"), (Shape{config.ffn_dim, r}));
+  EXPECT_EQ(shape("decoder.layers.0.fc2.weight"), (Shape{r, config.ffn_dim}));
+  EXPECT_EQ(shape("decoder.layers.0.self_attn_layer_norm.weight"), (Shape{r}));
+  EXPECT_EQ(w.count("decoder.layers.0.self_attn_layer_norm.bias"), 0u);
+  EXPECT_EQ(shape("decoder.layer_norm.weight"), (Shape{r}));
+  // config.json says so, and a model of the original width is refused with the reason.
+  const ModelConfig parsed = ParseModelConfig(ModelConfigToJson(c), "converted");
+  EXPECT_EQ(parsed.residual_dim, r);
+  EXPECT_EQ(parsed.norm_label(), "crmsnorm");
+  try {
+    Build(c, LoadDirWeights(EnlmDir()));
+    ADD_FAILURE() << "built a Pre-CRMSNorm model from full-width weights";
+  } catch (const ModelLoadError& e) {
+    EXPECT_NE(std::string(e.what()).find(std::to_string(r)), std::string::npos) << e.what();
+  }
 }
 
 // What the recentring is for: RMSNorm on the original weights, or the conversion with raw
 // sinusoids or with the output tied to the recentred table, gives other logits, and the
-// comparison above sees it.
+// comparison above sees it; so do a Pre-CRMSNorm model without its output bias, and one
+// whose norms leave out the implied channel (RMSNorm over d - 1 channels).
 TEST(NormConversionTest, EachRecentringStepIsNeeded) {
   NORMSERVE_TEST_SEED(seed);
   std::mt19937_64 rng(seed);
@@ -93,10 +139,21 @@ TEST(NormConversionTest, EachRecentringStepIsNeeded) {
   Weights tied_weights = converted_weights;
   tied_weights.erase("decoder.output_projection.weight");
 
+  Weights crms_weights = weights;
+  const ModelConfig crms = ConvertNorm(config, crms_weights, NormKind::kCRMSNorm, "enlm");
+  ModelConfig no_output_bias = crms;
+  no_output_bias.output_bias = false;
+  Weights no_output_bias_weights = crms_weights;
+  no_output_bias_weights.erase("decoder.output_projection.bias");
+  ModelConfig implied_channel_left_out = crms;
+  for (auto& [site, norm] : implied_channel_left_out.norms) norm.kind = NormKind::kRMSNorm;
+
   const std::vector<std::tuple<std::string, ModelConfig, Weights>> broken = {
       {"the norm swapped alone", norm_only, weights},
       {"raw sinusoids", raw_positions, converted_weights},
-      {"a recentred tied output", tied, tied_weights}};
+      {"a recentred tied output", tied, tied_weights},
+      {"crmsnorm without the output bias", no_output_bias, no_output_bias_weights},
+      {"crmsnorm without the implied channel", implied_channel_left_out, crms_weights}};
   for (const auto& [what, broken_config, broken_weights] : broken) {
     const Pair p{Build(config, weights), Build(broken_config, broken_weights)};
     const double diff = MaxLogitDiff(p, rng, 1);
@@ -108,7 +165,7 @@ TEST(NormConversionTest, EachRecentringStepIsNeeded) {
 // fp16 weights: the original as an F16 file loads it, against the converted model of that
 // file written back as F16 (what `normserve-model convert` writes for an F16 input): the
 // recentred weights are rounded again, so their means are zero only to fp16 precision.
-TEST(NormConversionTest, EnlmFromFp16WeightsStaysClose) {
+TEST_P(NormConversionTest, EnlmFromFp16WeightsStaysClose) {
   NORMSERVE_TEST_SEED(seed);
   std::mt19937_64 rng(seed);
   c10::InferenceMode guard;
@@ -119,7 +176,7 @@ TEST(NormConversionTest, EnlmFromFp16WeightsStaysClose) {
     fs::copy_file(EnlmDir() + "/" + file, original + "/" + file);
   }
   SaveWeights(original + "/model.safetensors", LoadDirWeights(EnlmDir()), safetensors::DType::kF16);
-  ConvertModelDirectory(original, dir.File("converted"), NormKind::kRMSNorm);
+  ConvertModelDirectory(original, dir.File("converted"), GetParam());
   EXPECT_EQ(safetensors::File::Open(dir.File("converted") + "/model.safetensors")
                 .tensors()
                 .at("decoder.output_projection.weight")
@@ -129,28 +186,30 @@ TEST(NormConversionTest, EnlmFromFp16WeightsStaysClose) {
   const Pair p{Build(LoadModelConfig(original + "/config.json"), LoadDirWeights(original)),
                Build(LoadModelConfig(dir.File("converted") + "/config.json"),
                      LoadDirWeights(dir.File("converted")))};
+  const std::string name = "enlm " + TargetName(GetParam()) + " fp16 weights";
   const double logits = MaxLogitDiff(p, rng, 4);
-  PrintFigure("enlm fp16 weights", "max |logit difference|", logits);
+  PrintFigure(name, "max |logit difference|", logits);
   EXPECT_LE(logits, 5e-2);
   const double scores = MaxScoreDiff(p, rng);
-  PrintFigure("enlm fp16 weights", "max |token log-prob difference| over 500 texts", scores);
+  PrintFigure(name, "max |token log-prob difference| over 500 texts", scores);
   EXPECT_LE(scores, 5e-2);
 }
 
 // The load-time option (model.json's "convert_norm") serves the same scores under the
-// rmsnorm label, and so does the directory `normserve-model convert --dtype f32` writes
+// target's label, and so does the directory `normserve-model convert --dtype f32` writes
 // (enlm is stored as F16; the conversion at load runs on the fp32 copy).
-TEST(NormConversionTest, ServedModelConvertsAtLoadAndFromDisk) {
+TEST_P(NormConversionTest, ServedModelConvertsAtLoadAndFromDisk) {
   NORMSERVE_TEST_SEED(seed);
   std::mt19937_64 rng(seed);
   testing::TempDir dir;
-  ConvertModelDirectory(EnlmDir(), dir.File("1"), NormKind::kRMSNorm, safetensors::DType::kF32);
+  const std::string target = TargetName(GetParam());
+  ConvertModelDirectory(EnlmDir(), dir.File("1"), GetParam(), safetensors::DType::kF32);
   const auto original = ServedModel::Load(EnlmDir(), "enlm", 1);
-  const auto at_load = ServedModel::Load(EnlmDir(), "enlm", 1, "cpu", NormKind::kRMSNorm);
-  const auto on_disk = ServedModel::Load(dir.File("1"), "enlm_rmsnorm", 1);
+  const auto at_load = ServedModel::Load(EnlmDir(), "enlm", 1, "cpu", GetParam());
+  const auto on_disk = ServedModel::Load(dir.File("1"), "enlm_" + target, 1);
   EXPECT_EQ(original->norm_label(), "layernorm");
-  EXPECT_EQ(at_load->norm_label(), "rmsnorm");
-  EXPECT_EQ(on_disk->norm_label(), "rmsnorm");
+  EXPECT_EQ(at_load->norm_label(), target);
+  EXPECT_EQ(on_disk->norm_label(), target);
   EXPECT_EQ(at_load->parameter_count(), on_disk->parameter_count());
 
   std::vector<std::string> texts;
@@ -166,7 +225,8 @@ TEST(NormConversionTest, ServedModelConvertsAtLoadAndFromDisk) {
       worst = std::max(worst, std::abs(a[i].total_logprob - b[i].total_logprob));
     }
   }
-  PrintFigure("enlm served", "max |total log-prob difference| of Score over 500 texts", worst);
+  PrintFigure("enlm " + target + " served",
+              "max |total log-prob difference| of Score over 500 texts", worst);
   EXPECT_LE(worst, kFp32Tolerance * 10);  // sums of up to 30 token log-probs
 
   GenerationOptions greedy;
@@ -187,6 +247,7 @@ struct MtSpec {
   std::string name;
   bool share_all_embeddings;
   bool tied_output;
+  NormKind target;
 };
 
 std::string MtConfigJson(const MtSpec& s) {
@@ -225,9 +286,11 @@ TEST_P(MtConversionTest, GivesTheSameLogitsSearchOutputsAndScores) {
 
   c10::InferenceMode guard;
   const ModelConfig config = LoadModelConfig(init.out_dir + "/config.json");
-  const Pair p = BuildPair(config, LoadDirWeights(init.out_dir));
+  const Pair p = BuildPair(config, LoadDirWeights(init.out_dir), spec.target);
   EXPECT_FALSE(p.converted.config.share_decoder_input_output_embed);
   EXPECT_EQ(p.converted.config.share_all_embeddings, spec.share_all_embeddings);
+  EXPECT_EQ(p.converted.config.stream_dim(),
+            spec.target == NormKind::kCRMSNorm ? config.embed_dim - 1 : config.embed_dim);
 
   const std::string name = "mt " + spec.name;
   testing::ExpectEquivalentMt(p, rng, name);
@@ -236,16 +299,24 @@ TEST_P(MtConversionTest, GivesTheSameLogitsSearchOutputsAndScores) {
   const Weights half = RoundTo(LoadDirWeights(init.out_dir), at::kHalf);
   Weights half_converted = half;
   const ModelConfig converted_config =
-      ConvertNorm(config, half_converted, NormKind::kRMSNorm, "fp16 weights");
+      ConvertNorm(config, half_converted, spec.target, "fp16 weights");
   const Pair fp16_stored{Build(config, half),
                          Build(converted_config, RoundTo(half_converted, at::kHalf))};
   PrintFigure(name + " fp16 weights", "max |logit difference|", MaxLogitDiff(fp16_stored, rng, 4));
 }
 
-INSTANTIATE_TEST_SUITE_P(Embeddings, MtConversionTest,
-                         ::testing::Values(MtSpec{"separate_tied", false, true},
-                                           MtSpec{"separate_untied", false, false},
-                                           MtSpec{"shared_all", true, true}),
+std::vector<MtSpec> MtSpecs() {
+  std::vector<MtSpec> specs;
+  for (NormKind target : testing::kTargets) {
+    const std::string suffix = "_" + TargetName(target);
+    specs.push_back({"separate_tied" + suffix, false, true, target});
+    specs.push_back({"separate_untied" + suffix, false, false, target});
+    specs.push_back({"shared_all" + suffix, true, true, target});
+  }
+  return specs;
+}
+
+INSTANTIATE_TEST_SUITE_P(Embeddings, MtConversionTest, ::testing::ValuesIn(MtSpecs()),
                          [](const auto& info) { return info.param.name; });
 
 // A config whose norms are `norm` (config.json's "norm" object) and whose placement is
@@ -264,10 +335,10 @@ ModelConfig LmConfig(const json& norm, bool normalize_before) {
                           "test config");
 }
 
-std::string RefusalOf(const ModelConfig& config) {
+std::string RefusalOf(const ModelConfig& config, NormKind target = NormKind::kRMSNorm) {
   Weights weights;  // never reached: the refusal comes first
   try {
-    ConvertNorm(config, weights, NormKind::kRMSNorm, "model");
+    ConvertNorm(config, weights, target, "model");
   } catch (const ModelLoadError& e) {
     return e.what();
   }
@@ -279,6 +350,10 @@ TEST(NormConversionRefusalTest, PostNormIsRefused) {
   const std::string why = RefusalOf(LmConfig({{"default", {{"type", "layernorm"}}}}, false));
   EXPECT_NE(why.find("post-norm"), std::string::npos) << why;
   EXPECT_NE(why.find("only a Pre-LN model"), std::string::npos) << why;
+  const std::string crms =
+      RefusalOf(LmConfig({{"default", {{"type", "layernorm"}}}}, false), NormKind::kCRMSNorm);
+  EXPECT_NE(crms.find("cannot convert to crmsnorm: the model is post-norm"), std::string::npos)
+      << crms;
 }
 
 TEST(NormConversionRefusalTest, PowerNormAndMixedNormsAreRefusedNamingTheSite) {
@@ -294,15 +369,19 @@ TEST(NormConversionRefusalTest, PowerNormAndMixedNormsAreRefusedNamingTheSite) {
   EXPECT_NE(mixed.find("layernorm+rmsnorm"), std::string::npos) << mixed;
 }
 
-TEST(NormConversionRefusalTest, CrmsnormIsNotImplementedYet) {
-  try {
-    ParseNormConversionTarget("crmsnorm");
-    ADD_FAILURE() << "crmsnorm accepted";
-  } catch (const ModelLoadError& e) {
-    EXPECT_NE(std::string(e.what()).find("not implemented yet"), std::string::npos) << e.what();
-  }
-  EXPECT_THROW(ParseNormConversionTarget("powernorm"), std::invalid_argument);
+TEST(NormConversionRefusalTest, TargetsAreRmsnormAndCrmsnorm) {
   EXPECT_EQ(ParseNormConversionTarget("rmsnorm"), NormKind::kRMSNorm);
+  EXPECT_EQ(ParseNormConversionTarget("crmsnorm"), NormKind::kCRMSNorm);
+  try {
+    ParseNormConversionTarget("powernorm");
+    ADD_FAILURE() << "powernorm accepted";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("use rmsnorm or crmsnorm"), std::string::npos) << e.what();
+  }
+  const std::string layernorm =
+      RefusalOf(LmConfig({{"default", {{"type", "layernorm"}}}}, true), NormKind::kLayerNorm);
+  EXPECT_NE(layernorm.find("only rmsnorm and crmsnorm are lossless targets"), std::string::npos)
+      << layernorm;
 }
 
 }  // namespace

@@ -1,6 +1,6 @@
-// Comparisons of a Pre-LN model with its Pre-RMSNorm conversion (models/io/norm_conversion.h)
-// on random inputs: logits, scores, greedy and beam outputs. Shared by the unit tests on
-// enlm and on init-made models and by the trainer's test on a trained model.
+// Comparisons of a Pre-LN model with its Pre-RMSNorm or Pre-CRMSNorm conversion
+// (models/io/norm_conversion.h) on random inputs: logits, scores, greedy and beam outputs. Shared
+// by the unit tests on enlm and on init-made models and by the trainer's test on a trained model.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -45,10 +45,13 @@ struct Pair {
   Model original, converted;
 };
 
-inline Pair BuildPair(const ModelConfig& config, const Weights& weights) {
+// The conversion targets, and their names for test names and figures.
+constexpr NormKind kTargets[] = {NormKind::kRMSNorm, NormKind::kCRMSNorm};
+inline std::string TargetName(NormKind target) { return std::string(NormKindName(target)); }
+
+inline Pair BuildPair(const ModelConfig& config, const Weights& weights, NormKind target) {
   Weights converted = weights;  // the conversion replaces entries, never edits a tensor
-  const ModelConfig converted_config =
-      ConvertNorm(config, converted, NormKind::kRMSNorm, "test weights");
+  const ModelConfig converted_config = ConvertNorm(config, converted, target, "test weights");
   return {Build(config, weights), Build(converted_config, std::move(converted))};
 }
 

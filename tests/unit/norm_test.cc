@@ -23,7 +23,7 @@
 namespace normserve {
 namespace {
 
-const std::vector<int64_t> kDims = {1, 3, 8, 33, 127, 1000, 4097};
+const std::vector<int64_t> kDims = {1, 3, 8, 33, 127, 255, 1000, 4097};
 
 // ---------------------------------------------------------------------------------------
 // The float64 reference.
@@ -80,6 +80,18 @@ void ReferenceRow(const NormConfig& c, const double* x, int64_t d, const RefWeig
       double ms = 0;
       for (int64_t i = 0; i < k; ++i) ms += x[i] * x[i];
       ms /= static_cast<double>(k);
+      const double inv = InverseRoot(ms, c.eps, c.eps_inside_sqrt);
+      for (int64_t i = 0; i < d; ++i) emit(w.g[i] * x[i] * inv, 0, i);
+      break;
+    }
+    case NormKind::kCRMSNorm: {
+      // The row is the first d channels of a zero-mean row of d + 1: the last is -sum(x).
+      double sum = 0, squares = 0;
+      for (int64_t i = 0; i < d; ++i) {
+        sum += x[i];
+        squares += x[i] * x[i];
+      }
+      const double ms = (squares + sum * sum) / static_cast<double>(d + 1);
       const double inv = InverseRoot(ms, c.eps, c.eps_inside_sqrt);
       for (int64_t i = 0; i < d; ++i) emit(w.g[i] * x[i] * inv, 0, i);
       break;
@@ -169,6 +181,15 @@ std::vector<NormCase> AllCases() {
     cases.push_back({"PowerNormGroups" + std::to_string(groups), c});
   }
   cases.push_back({"BatchNorm", Make(NormKind::kBatchNorm)});
+  {
+    NormConfig c = Make(NormKind::kCRMSNorm);
+    c.bias = false;  // as the Pre-CRMSNorm conversion writes it (gain 1 folded away)
+    cases.push_back({"CRMSNormNoBias", c});
+    c.bias = true;
+    c.eps_inside_sqrt = false;
+    c.eps = 1e-8;
+    cases.push_back({"CRMSNormBiasEpsOutside", c});
+  }
   return cases;
 }
 
@@ -177,7 +198,9 @@ bool Supports(const NormConfig& c, int64_t d) {
 }
 
 bool HasBias(const NormConfig& c) {
-  return (c.kind != NormKind::kRMSNorm && c.kind != NormKind::kPartialRMSNorm) || c.bias;
+  return (c.kind != NormKind::kRMSNorm && c.kind != NormKind::kPartialRMSNorm &&
+          c.kind != NormKind::kCRMSNorm) ||
+         c.bias;
 }
 
 // Random weights of a site as a checkpoint stores them, float32.
@@ -523,11 +546,38 @@ TEST(NormTest, TensorNamesPerKind) {
   c.kind = NormKind::kRMSNorm;
   c.bias = false;
   EXPECT_EQ(NormTensorNames(c), (std::vector<std::string>{"weight"}));
+  c.kind = NormKind::kCRMSNorm;
+  EXPECT_EQ(NormTensorNames(c), (std::vector<std::string>{"weight"}));
   c.kind = NormKind::kPowerNorm;
   EXPECT_EQ(NormTensorNames(c), (std::vector<std::string>{"weight", "bias", "running_phi"}));
   c.kind = NormKind::kBatchNorm;
   EXPECT_EQ(NormTensorNames(c),
             (std::vector<std::string>{"weight", "bias", "running_mean", "running_var"}));
+}
+
+// Pre-CRMSNorm's identity: on a zero-mean row of d + 1 channels, CRMSNorm of its first d
+// gives RMSNorm's output on those d (same gain and eps), in fp32, for odd and even widths.
+TEST(NormTest, CRMSNormOfACompressedRowIsRMSNormOfTheFullRow) {
+  NORMSERVE_TEST_SEED(seed);
+  c10::InferenceMode guard;
+  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(seed);
+  for (int64_t d : {2, 33, 255, 256, 1024}) {
+    SCOPED_TRACE("d + 1 = " + std::to_string(d));
+    const at::Tensor full = RandomInput({9, d}, gen);
+    const at::Tensor zero_mean = (full.to(at::kDouble) - full.to(at::kDouble).mean(1, true));
+    const at::Tensor x = zero_mean.to(at::kFloat);
+    NormConfig rms = Make(NormKind::kRMSNorm);
+    rms.bias = false;
+    NormConfig crms = Make(NormKind::kCRMSNorm);
+    crms.bias = false;
+    NormWeights w;
+    w.weight = at::empty({d}, at::kFloat).normal_(1.0, 0.3, gen);
+    const at::Tensor expected = NormForward(x, FoldNorm(rms, d, w)).narrow(1, 0, d - 1);
+    NormWeights head;
+    head.weight = w.weight.narrow(0, 0, d - 1);
+    const at::Tensor got = NormForward(x.narrow(1, 0, d - 1), FoldNorm(crms, d - 1, head));
+    EXPECT_LE((got - expected).abs().max().item<double>(), 1e-5);
+  }
 }
 
 TEST(NormTest, PartialChannels) {
@@ -558,12 +608,13 @@ TEST(NormTest, PowerNormGroupsMustDivide) {
 
 TEST(NormTest, NormKindNames) {
   for (NormKind kind : {NormKind::kLayerNorm, NormKind::kRMSNorm, NormKind::kPartialRMSNorm,
-                        NormKind::kPowerNorm, NormKind::kBatchNorm}) {
+                        NormKind::kPowerNorm, NormKind::kBatchNorm, NormKind::kCRMSNorm}) {
     const auto parsed = ParseNormKind(NormKindName(kind));
     ASSERT_TRUE(parsed.has_value()) << NormKindName(kind);
     EXPECT_EQ(*parsed, kind);
   }
   EXPECT_EQ(NormKindName(NormKind::kPowerNorm), "powernorm");
+  EXPECT_EQ(NormKindName(NormKind::kCRMSNorm), "crmsnorm");
   EXPECT_FALSE(ParseNormKind("LayerNorm").has_value());
   EXPECT_FALSE(ParseNormKind("groupnorm").has_value());
 }
