@@ -124,7 +124,8 @@ ModelServingConfig ParseModelJson(const std::string& text, const std::string& so
   }
   if (root.contains("convert_norm")) {
     const json& v = root["convert_norm"];
-    if (!v.is_string()) throw ModelLoadError(source + ": 'convert_norm' must be \"rmsnorm\" or \"crmsnorm\"");
+    if (!v.is_string())
+      throw ModelLoadError(source + ": 'convert_norm' must be \"rmsnorm\" or \"crmsnorm\"");
     try {
       c.convert_norm = ParseNormConversionTarget(v.get<std::string>());
     } catch (const std::exception& e) {

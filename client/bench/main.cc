@@ -62,20 +62,38 @@ int Run(const BenchOptions& o) {
   }
 
   const std::string token = o.token_file.empty() ? "" : client::ReadTokenFile(o.token_file);
-  // What the model is decides the default RPC and what a score request carries.
+  // What the model is decides the default RPC and what a score request carries; for a
+  // variant group, what its serving members are.
   v1::ModelInfo info;
   {
+    const auto stub = v1::NormServe::NewStub(channels[0]);
+    const auto prepare = [&](grpc::ClientContext* context) {
+      context->set_deadline(std::chrono::system_clock::now() +
+                            std::chrono::milliseconds(std::min<int64_t>(o.timeout_ms, 10000)));
+      client::AttachToken(context, token);
+    };
     grpc::ClientContext context;
-    context.set_deadline(std::chrono::system_clock::now() +
-                         std::chrono::milliseconds(std::min<int64_t>(o.timeout_ms, 10000)));
-    client::AttachToken(&context, token);
+    prepare(&context);
     v1::GetModelRequest request;
     request.set_model(o.model);
-    const grpc::Status status =
-        v1::NormServe::NewStub(channels[0])->GetModel(&context, request, &info);
+    grpc::Status status = stub->GetModel(&context, request, &info);
     if (status.error_code() == grpc::StatusCode::UNAVAILABLE ||
         status.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) {
       return FailStatus(status, "cannot reach normserved at " + o.server + ": ");
+    }
+    if (status.error_code() == grpc::StatusCode::NOT_FOUND) {
+      grpc::ClientContext list_context;
+      prepare(&list_context);
+      v1::ListModelsResponse models;
+      if (stub->ListModels(&list_context, v1::ListModelsRequest(), &models).ok()) {
+        for (const v1::ModelInfo& member : models.models()) {
+          if (member.group() == o.model && member.ready()) {
+            info = member;
+            status = grpc::Status::OK;
+            break;
+          }
+        }
+      }
     }
     if (!status.ok()) return FailStatus(status);
   }

@@ -8,14 +8,16 @@ it as a shadow with fraction 0.5. Clients call the groups; the test checks that
   agreement of Translate and Generate is 1 (same outputs) and Score's mean log-prob difference
   is below 1e-4, all labelled by primary, shadow, norm and RPC;
 - about half of mt's requests are copied (fraction 0.5), and the shadow model still answers
-  calls that name it.
+  calls that name it;
+- normserve-bench drives a group by its name (it learns the architecture from a member).
 
-Usage: shadow_traffic_e2e_test.py NORMSERVED MODEL_REPOSITORY
+Usage: shadow_traffic_e2e_test.py NORMSERVED MODEL_REPOSITORY NORMSERVE_BENCH
 """
 import json
 import os
 import re
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -24,7 +26,7 @@ import unittest
 from grpc_stubs import pb, stub
 from normserved_process import NormservedProcess
 
-NORMSERVED, REPOSITORY = sys.argv[1:3]
+NORMSERVED, REPOSITORY, BENCH = sys.argv[1:4]
 TEXTS = ["the house is small .", "we go home today and the dog runs quickly",
          "music at night , water and bread", "Berlin is old but the city is new"]
 SOURCES = ["das Haus ist klein .", "wir gehen heute nach Hause", "Musik in der Nacht",
@@ -139,6 +141,18 @@ class ShadowTrafficE2ETest(unittest.TestCase):
         direct = self.client.Translate(pb.TranslateRequest(
             model="deen_copy", texts=[SOURCES[0].encode()]), timeout=60)
         self.assertEqual(direct.translations[0].hypotheses[0].text, mt[0])
+
+        # normserve-bench drives a group by its name; last, as its requests are copied too.
+        report_path = os.path.join(self.root, "bench.json")
+        out = subprocess.run([BENCH, "--server", self.server.target, "--model", "lm",
+                              "--concurrency", "2", "--requests", "6", "--warmup-secs", "0",
+                              "--json", report_path],
+                             capture_output=True, text=True, timeout=120)
+        self.assertEqual(out.returncode, 0, out.stderr)
+        with open(report_path) as f:
+            report = json.load(f)
+        self.assertEqual(report["rpc"], "score")
+        self.assertEqual(report["steps"][0]["ok"], 6)
 
 
 if __name__ == "__main__":
