@@ -130,7 +130,7 @@ bool ParseServerOptions(const std::vector<std::string>& args, ServerOptions* o, 
     } else if (flag == "--threads") {
       o->threads = static_cast<int>(Integer(flag, value, 1, 1024));
     } else if (flag == "--device") {
-      if (const std::string why = CheckComputeDevice(value); !why.empty()) {
+      if (const std::string why = CheckComputeDeviceName(value); !why.empty()) {
         throw std::invalid_argument("--device " + value + ": " + why);
       }
       o->device = value;
