@@ -35,13 +35,13 @@ status=0
 log() { echo "gpu-check: $*" >&2; }
 row() { rows+=("| $1 | $2 | $3 |"); }
 
-mkdir -p results
+mkdir -p results "$work"
+build_log=$work/build.log
 started=$SECONDS
 step_start=$SECONDS
-scripts/gpu-build.sh "${build_args[@]}" 2>&1 | tee "$build.log" >&2 || {
-  log "the build failed: see $build.log"; exit 1; }
+scripts/gpu-build.sh "${build_args[@]}" 2>&1 | tee "$build_log" >&2 || {
+  log "the build failed: see $build_log"; exit 1; }
 row "build (scripts/gpu-build.sh ${build_args[*]})" "ok" $((SECONDS - step_start))
-mkdir -p "$work"
 # shellcheck disable=SC1091
 source "$build/run-env.sh"
 
@@ -110,12 +110,12 @@ else
   rows+=("${serving_rows[@]}")
 fi
 
-torch=$(grep -oE 'torch [^ ]+ CUDA [^ ]+' "$build.log" | head -1 || true)
+torch=$(grep -oE 'torch [^ ]+ CUDA [^ ]+' "$build_log" | head -1 || true)
 {
   echo "# GPU check on $host"
   echo
   echo "- GPU: ${gpu:-none (a rehearsal: only the build and the skipped GPU tests ran)}"
-  echo "- ${torch:-LibTorch: $(grep -m1 -oE 'venv-[0-9.]+' "$build.log" || echo '?')}; $(grep -m1 -oE 'nvcc: .*' "$build.log" || true)"
+  echo "- ${torch:-LibTorch: $(grep -m1 -oE 'venv-[0-9.]+' "$build_log" || echo '?')}; $(grep -m1 -oE 'nvcc: .*' "$build_log" || true)"
   echo "- $(date -u '+%Y-%m-%d %H:%M UTC'); $(nproc) cores; load average at the end $(cut -d' ' -f1-3 /proc/loadavg)"
   echo "- total $((SECONDS - started)) s; made by scripts/gpu-check.sh"
   echo
@@ -127,7 +127,7 @@ cat "$table"
 if [[ -n "${OUT:-}" ]]; then
   # What comes back from a lent machine is a few files: the logs travel as one archive.
   cp -f "$table" results/normbench-"$host"-cuda.* "$OUT"/ 2>/dev/null || true
-  tar -czf "$OUT/gpu-check-logs.tgz" "$build.log" "$work"
+  tar -czf "$OUT/gpu-check-logs.tgz" "$work"
 fi
 ((status == 0)) || exit 1
 [[ -n "$gpu" ]] || exit 3
