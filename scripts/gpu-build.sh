@@ -13,7 +13,9 @@
 #                 (cudart, cuBLAS, cuDNN, NCCL, ...), and only the three libraries that it lacks
 #                 come from their own wheels (cuFile, 1 MB; cuSPARSELt and NVSHMEM, 306 MB
 #                 together), so that every library the binaries need is found at link time and
-#                 they start here. Nothing is linked with --allow-shlib-undefined.
+#                 they start here. The toolkit's NCCL and cuBLAS are older than the wheel's:
+#                 the few newer symbols that LibTorch itself refers to are left unresolved
+#                 (-Wl,--allow-shlib-undefined; normserve's own references must resolve).
 # Where the Debian packages come from (gRPC, protobuf, prometheus-cpp, SentencePiece, ...):
 #   the system when pkg-config finds them (install-deps.sh), else .debs unpacked with
 #   `dpkg -x` into .deps/prefix (ignored by git; nothing is installed system-wide). A GPU
@@ -143,7 +145,16 @@ build=${BUILD_DIR:-build-gpu}
 targets="normserved normserve normserve-bench normserve-model normserve-normbench normserve-train
          gpu_norm_tests"
 prefix_path=$(IFS=';'; echo "$torch_prefix${cmake_prefix[*]:+;${cmake_prefix[*]}}")
+link_flags=""
+if ((pypi_torch)); then
+  # The toolkit's NCCL (and cuBLAS) are older than the wheel's: libtorch_cuda.so refers to a few
+  # newer functions of theirs (ncclSignal, ...). Those references inside LibTorch are left to
+  # the libraries of a GPU machine; every reference of normserve's own code must still resolve.
+  # They bind lazily, so the binaries still start here.
+  link_flags="-Wl,--allow-shlib-undefined"
+fi
 BUILD_DIR=$build BUILD_TARGETS=$(echo $targets) scripts/build.sh \
+  -DCMAKE_EXE_LINKER_FLAGS="$link_flags" \
   -DCMAKE_PREFIX_PATH="$prefix_path" \
   -DCMAKE_CUDA_COMPILER="$nvcc" \
   -DCMAKE_CUDA_ARCHITECTURES="$arch" \
