@@ -1,8 +1,10 @@
 #include "models/compute.h"
 
-#include <ATen/Context.h>
 #include <ATen/Parallel.h>
 #include <c10/core/Device.h>
+#if defined(NORMSERVE_TORCH_CUDA)
+#include <c10/cuda/CUDAFunctions.h>
+#endif
 #include <malloc.h>
 #include <unistd.h>
 
@@ -56,20 +58,37 @@ void RestartWithComputeEnvironment(char** argv, int threads) {
   ::execv(self, argv);  // returns only on failure: go on as we are
 }
 
-std::string CheckComputeDevice(const std::string& device) {
+std::string CheckComputeDeviceName(const std::string& device) {
   try {
     const c10::Device d(device);
-    if (d.is_cpu()) return "";
-    if (!d.is_cuda()) return "device '" + device + "' is not supported; use cpu or cuda[:N]";
+    if (d.is_cpu() || d.is_cuda()) return "";
+    return "device '" + device + "' is not supported; use cpu or cuda[:N]";
   } catch (const std::exception&) {
     return "device '" + device + "' is not a device name; use cpu or cuda[:N]";
   }
-  if (!at::hasCUDA()) {
-    return "this build's LibTorch has no CUDA support (or no GPU is visible); build against "
-           "a CUDA LibTorch to serve on " +
-           device;
+}
+
+std::string CheckComputeDevice(const std::string& device) {
+  if (std::string why = CheckComputeDeviceName(device); !why.empty()) return why;
+  const c10::Device d(device);
+  if (d.is_cpu()) return "";
+#if defined(NORMSERVE_TORCH_CUDA)
+  // Without a driver or a GPU this is 0 (LibTorch may warn once why), never an exception.
+  const int count = c10::cuda::device_count();
+  if (count == 0) {
+    return "no CUDA device is present: this build supports CUDA, but the CUDA driver reports "
+           "no GPU on this machine (check nvidia-smi and CUDA_VISIBLE_DEVICES), or serve on cpu";
+  }
+  if (d.has_index() && d.index() >= count) {
+    return "no CUDA device " + std::to_string(d.index()) + ": this machine has " +
+           std::to_string(count) + " (cuda:0 to cuda:" + std::to_string(count - 1) + ")";
   }
   return "";
+#else
+  return "no CUDA device can be used: this build has no CUDA support (a CPU LibTorch or no "
+         "nvcc at build time); build against a CUDA LibTorch (README \"GPU\") to serve on " +
+         device;
+#endif
 }
 
 }  // namespace normserve

@@ -28,7 +28,18 @@ void RestartWithComputeEnvironment(char** argv, int threads);
 // of up to 32 MiB in the heap for the next step to reuse.
 void KeepLargeBlocksForReuse();
 
-// "" when models can run on `device` ("cpu", "cuda", "cuda:N"), else why not.
+// The exit status of normserved when --device names a device it cannot use here: a build
+// without CUDA support, a machine whose CUDA driver reports no GPU, or an index beyond the
+// GPUs present (README "GPU"). Distinct from 2 (a malformed command line), so that a
+// deployment can tell "this node has no GPU" from a typo.
+constexpr int kNoComputeDeviceExitCode = 3;
+
+// "" when `device` names a device models may be asked to run on ("cpu", "cuda", "cuda:N"),
+// else why not. Says nothing about whether this build or machine has one.
+std::string CheckComputeDeviceName(const std::string& device);
+
+// "" when models can run on `device` here, else why not; for a CUDA device that this build or
+// machine lacks the reason starts with "no CUDA device".
 std::string CheckComputeDevice(const std::string& device);
 
 }  // namespace normserve

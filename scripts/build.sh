@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Configures and builds normserve into build/ (or $BUILD_DIR). Extra arguments go to cmake.
+# Configures and builds normserve into build/ (or $BUILD_DIR). Extra arguments go to cmake;
+# $BUILD_TARGETS, when set, names the targets to build (default: all).
 # ccache, when installed, caches compiled objects between builds and checkouts: a source that
 # includes LibTorch takes ~25 s to compile on 2 cores.
 set -euo pipefail
@@ -16,4 +17,5 @@ if command -v ccache >/dev/null 2>&1; then
   launcher=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache -DCMAKE_CUDA_COMPILER_LAUNCHER=ccache)
 fi
 cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release "${launcher[@]}" "$@" >/dev/null
-cmake --build "$build" -j "$(nproc)"
+# shellcheck disable=SC2086
+cmake --build "$build" -j "$(nproc)" ${BUILD_TARGETS:+--target $BUILD_TARGETS}

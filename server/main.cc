@@ -1,6 +1,7 @@
 // normserved: serves the models of a repository over gRPC until SIGINT or SIGTERM.
 #include <signal.h>
 
+#include <iostream>
 #include <thread>
 
 #include "models/compute.h"
@@ -14,6 +15,12 @@ int main(int argc, char** argv) {
   }
 
   normserve::RestartWithComputeEnvironment(argv, options.batching.threads);
+  // Before anything starts: a node without the GPU that --device names is a deployment
+  // error of its own (exit 3), not a malformed command line (exit 2).
+  if (const std::string why = normserve::CheckComputeDevice(options.device); !why.empty()) {
+    std::cerr << "normserved: --device " << options.device << ": " << why << "\n";
+    return normserve::kNoComputeDeviceExitCode;
+  }
   // Signals are taken by a dedicated thread with sigwait, so shutdown runs as ordinary code.
   sigset_t signals;
   sigemptyset(&signals);

@@ -18,7 +18,8 @@ calls get UNAVAILABLE, queued and running calls finish within the grace period, 
 constexpr char kFooter[] =
     R"(Every flag can also come from its environment variable (shown as env), e.g.
 NORMSERVED_MODEL_REPOSITORY=/models; a flag on the command line wins.
-Exit status: 0 after a clean shutdown, 1 when the server cannot start, 2 on a usage error.)";
+Exit status: 0 after a clean shutdown, 1 when the server cannot start, 2 on a usage error,
+3 when the --device it names is not present.)";
 
 // Checks between flags, after parsing.
 void CheckTogether(const ServerOptions& o) {
@@ -69,7 +70,7 @@ std::optional<int> ParseServerOptions(int argc, const char* const* argv, ServerO
       ->check(command_line::NumberIn(1, 64));
   app.add_option("--device", o->device, "cpu, or cuda[:N] with a CUDA LibTorch build")
       ->type_name("DEVICE")
-      ->check(CLI::Validator(CheckComputeDevice, "cpu|cuda[:N]"));
+      ->check(CLI::Validator(CheckComputeDeviceName, "cpu|cuda[:N]"));
   std::string model_control = "none";
   app.add_option("--model-control", model_control,
                  "none: load every model at start\n"

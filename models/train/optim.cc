@@ -1,6 +1,7 @@
 #include "models/train/optim.h"
 
 #include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
 
 #include <cmath>
 #include <stdexcept>
