@@ -50,29 +50,9 @@ namespace {
   (TORCH_VERSION_MAJOR > (major) ||            \
    (TORCH_VERSION_MAJOR == (major) && TORCH_VERSION_MINOR >= (minor)))
 
-<<<<<<< HEAD
 constexpr char kDescription[] =
     R"(normserve-normbench: norm kernels vs a device copy and ATen (docs/kernels.md). Writes the
 table as CSV and Markdown under results/.)";
-=======
-constexpr const char* kUsage = R"(normserve-normbench: norm kernels vs a device copy and ATen
-
-  --device cpu|cuda   where to run (default cpu; cuda needs a GPU and a CUDA build)
-  --quick             a reduced set of shapes (rows 256,4096,16384; d 1024,4096; fp32,bf16)
-  --csv FILE          CSV output (default results/normbench-<host>-<device>.csv)
-  --markdown FILE     Markdown output (default results/normbench-<host>-<device>.md)
-  --threads N         ATen intra-op threads (default: the number of cores)
-  --rows LIST         comma-separated row counts (default 1,16,256,4096,16384)
-  --d LIST            comma-separated hidden sizes (default 512,1024,4096,8192)
-  --dtypes LIST       float32,float16,bfloat16 (default all)
-  --variants LIST     layernorm,rmsnorm,prmsnorm,powernorm,batchnorm,crmsnorm (default all)
-  --forms LIST        plain,fused (default both)
-  --min-ms MS         minimum duration of one timed batch of launches (default 20)
-  --no-overhead       skip the sampled-timing overhead measurement
-  --note TEXT         a note for the Markdown header (e.g. the machine's load)
-  --help
-)";
->>>>>>> crmsnorm
 
 struct Options {
   std::string device = "cpu";
@@ -125,7 +105,8 @@ std::optional<int> Parse(int argc, char** argv, Options* o) {
   CLI::Option* dtypes = list("--dtypes", &o->dtypes, "storage dtypes")
                             ->check(CLI::IsMember({"float32", "float16", "bfloat16"}));
   list("--variants", &o->variants, "norm variants")
-      ->check(CLI::IsMember({"layernorm", "rmsnorm", "prmsnorm", "powernorm", "batchnorm"}));
+      ->check(CLI::IsMember(
+          {"layernorm", "rmsnorm", "prmsnorm", "powernorm", "batchnorm", "crmsnorm"}));
   list("--forms", &o->forms, "plain: the norm; fused: residual add and norm")
       ->check(CLI::IsMember({"plain", "fused"}));
   app.add_option("--min-ms", o->min_ms, "minimum duration of one timed batch of launches")
