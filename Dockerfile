@@ -29,11 +29,13 @@ COPY . .
 # scripts/build.sh: the same flags and ccache settings as every other build of the project,
 # so objects compiled outside the image are reused. CCACHE_DIR points elsewhere when the
 # builder mounts its own cache there (scripts/build-image.sh); the base directory makes the
-# cached paths relative to /src.
+# cached paths relative to /src. The build tree is not kept: each changed source would
+# otherwise leave a layer of objects behind in the builder's cache.
 ARG CCACHE_DIR=/root/.cache/ccache
 RUN --mount=type=cache,target=/root/.cache/ccache \
     CCACHE_BASEDIR=/src scripts/build.sh -DNORMSERVE_BUILD_TESTS=OFF -DNORMSERVE_ENABLE_CUDA=OFF \
-    && cmake --install build --prefix /opt/normserve --strip
+    && cmake --install build --prefix /opt/normserve --strip \
+    && rm -rf build
 
 # ---------------------------------------------------------------------------------------------
 # cuda-build: NVIDIA CUDA 13 devel + an official CUDA LibTorch; the rest from the distribution
