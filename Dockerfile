@@ -19,13 +19,23 @@ ARG CUDA_UBUNTU=ubuntu24.04
 FROM ${DEBIAN_IMAGE} AS cpu-build
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 COPY scripts/install-deps.sh /tmp/install-deps.sh
-RUN bash /tmp/install-deps.sh && rm -rf /var/lib/apt/lists/*
+# Downloaded packages stay in a cache mount, so a changed package list fetches only what is new
+# (the official image's docker-clean hook would delete them).
+RUN --mount=type=cache,target=/var/cache/apt,sharing=locked \
+    rm -f /etc/apt/apt.conf.d/docker-clean \
+    && bash /tmp/install-deps.sh --no-image-tools && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
-RUN cmake -S . -B build -DCMAKE_BUILD_TYPE=Release \
-          -DNORMSERVE_BUILD_TESTS=OFF -DNORMSERVE_ENABLE_CUDA=OFF \
-    && cmake --build build -j"$(nproc)" \
-    && cmake --install build --prefix /opt/normserve --strip
+# scripts/build.sh: the same flags and ccache settings as every other build of the project,
+# so objects compiled outside the image are reused. CCACHE_DIR points elsewhere when the
+# builder mounts its own cache there (scripts/build-image.sh); the base directory makes the
+# cached paths relative to /src. The build tree is not kept: each changed source would
+# otherwise leave a layer of objects behind in the builder's cache.
+ARG CCACHE_DIR=/root/.cache/ccache
+RUN --mount=type=cache,target=/root/.cache/ccache \
+    CCACHE_BASEDIR=/src scripts/build.sh -DNORMSERVE_BUILD_TESTS=OFF -DNORMSERVE_ENABLE_CUDA=OFF \
+    && cmake --install build --prefix /opt/normserve --strip \
+    && rm -rf build
 
 # ---------------------------------------------------------------------------------------------
 # cuda-build: NVIDIA CUDA 13 devel + an official CUDA LibTorch; the rest from the distribution
@@ -110,7 +120,9 @@ SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 # (DESIGN.md section 2). Versions are fixed by the Debian release (bookworm) that the base
 # image pins.
 # hadolint ignore=DL3008
-RUN apt-get update \
+RUN --mount=type=cache,target=/var/cache/apt,sharing=locked \
+    rm -f /etc/apt/apt.conf.d/docker-clean \
+    && apt-get update \
     && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
          libblis4-openmp libtorch1.13 libgrpc++1.51 libprotobuf32 \
          libprometheus-cpp-core1.0 libcpp-httplib0.11 libsentencepiece0 \

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages normserve builds and tests with (DESIGN.md section 2).
 # Idempotent: packages already present are skipped, so a warm machine pays nothing.
+# --no-image-tools leaves out buildah and debootstrap (the image's own build stage needs neither).
 set -euo pipefail
 
 packages=(
@@ -29,6 +30,10 @@ packages=(
   # one sentence at beam 4: 10 ms against 14-19 ms with OpenBLAS 0.3.21).
   libblis4-openmp
 )
+if [ "${1:-}" != "--no-image-tools" ]; then
+  # Build and run the container image without a daemon (scripts/build-image.sh).
+  packages+=(buildah debootstrap)
+fi
 
 missing=()
 for p in "${packages[@]}"; do
