@@ -2,8 +2,8 @@
 // every input is a client's raw_input_contents entry. Decoding either fails with a reason or
 // gives elements that encode back to the same bytes, and never reads more elements than
 // asked for; a request carrying it as TEXT is planned exactly as the same elements in
-// bytes_contents, into a normserve.v1 request that survives the in-process hop (protobuf
-// strings must be UTF-8), or is refused with INVALID_ARGUMENT.
+// bytes_contents, into a normserve.v1 request that survives the in-process hop (its texts
+// are bytes fields; normserve.v1 checks their UTF-8), or is refused with INVALID_ARGUMENT.
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
