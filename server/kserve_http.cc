@@ -3,12 +3,12 @@
 #include <google/protobuf/util/json_util.h>
 
 #include <cstring>
-#include <limits>
-#include <map>
 #include <nlohmann/json.hpp>
+#include <optional>
 
 #include "inference/grpc_service.grpc.pb.h"
 #include "server/bounded_http_server.h"
+#include "server/kserve_json.h"
 #include "server/kserve_tensors.h"
 
 namespace normserve {
@@ -16,9 +16,8 @@ namespace {
 
 using nlohmann::json;
 
-// The header of the binary tensor data extension: the body's first N bytes are the JSON, the
-// tensors' bytes follow.
-constexpr char kHeaderLength[] = "Inference-Header-Content-Length";
+using kserve::kHeaderLength;
+
 // A request must arrive whole within this time after the server began waiting for it, idle
 // keep-alive time included. Load generators (perf_analyzer's libcurl) leave connections idle
 // between phases and then send on them, and a POST on a connection the server closed in
@@ -31,8 +30,6 @@ constexpr size_t kKeepAliveRequests = 10000;
 constexpr size_t kHeaderBytes = 64 * 1024;
 // Each connection holds a worker while it is open, and a worker waits for its inference call.
 constexpr size_t kWorkers = 128;
-// Nested arrays of a tensor's "data" deeper than this are refused.
-constexpr int kMaxDataDepth = 16;
 
 int HttpStatus(grpc::StatusCode code) {
   switch (code) {
@@ -85,142 +82,6 @@ grpc::Status BadRequest(const std::string& message) {
   return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, message);
 }
 
-// The request's parameters (JSON object) as the protocol's parameters.
-grpc::Status ReadParameters(const json& object,
-                            google::protobuf::Map<std::string, inference::InferParameter>* out) {
-  if (!object.is_object()) return BadRequest("\"parameters\" must be an object");
-  for (const auto& [name, value] : object.items()) {
-    inference::InferParameter& p = (*out)[name];
-    if (value.is_boolean()) {
-      p.set_bool_param(value.get<bool>());
-    } else if (value.is_number_unsigned() &&
-               value.get<uint64_t>() > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) {
-      p.set_uint64_param(value.get<uint64_t>());
-    } else if (value.is_number_integer()) {
-      p.set_int64_param(value.get<int64_t>());
-    } else if (value.is_number_float()) {
-      p.set_double_param(value.get<double>());
-    } else if (value.is_string()) {
-      p.set_string_param(value.get<std::string>());
-    } else {
-      return BadRequest("parameter " + name + " must be a boolean, a number or a string");
-    }
-  }
-  return grpc::Status::OK;
-}
-
-// A tensor's "data", flattened in row-major order, as BYTES elements.
-grpc::Status FlattenStrings(const json& data, int depth, std::vector<std::string>* out) {
-  if (data.is_string()) {
-    out->push_back(data.get<std::string>());
-    return grpc::Status::OK;
-  }
-  if (!data.is_array()) return BadRequest("the data of a BYTES tensor are strings");
-  if (depth >= kMaxDataDepth) return BadRequest("\"data\" is nested too deeply");
-  for (const auto& element : data) {
-    if (grpc::Status s = FlattenStrings(element, depth + 1, out); !s.ok()) return s;
-  }
-  return grpc::Status::OK;
-}
-
-// A JSON inference request (with its binary part, maybe) as a ModelInferRequest; every input
-// goes in the raw form. *binary_outputs: whether each asked-for output goes back binary.
-grpc::Status ReadInferRequest(const httplib::Request& http, inference::ModelInferRequest* request,
-                              std::map<std::string, bool>* binary_outputs, bool* binary_default) {
-  size_t json_length = http.body.size();
-  if (http.has_header(kHeaderLength)) {
-    const std::string value = http.get_header_value(kHeaderLength);
-    size_t used = 0;
-    unsigned long long n = 0;
-    try {
-      n = std::stoull(value, &used);
-    } catch (const std::exception&) {
-      used = 0;
-    }
-    if (used == 0 || used != value.size() || n > http.body.size()) {
-      return BadRequest(std::string(kHeaderLength) + " must be a length within the body (" +
-                        std::to_string(http.body.size()) + " bytes)");
-    }
-    json_length = n;
-  }
-  const json body = json::parse(http.body.begin(), http.body.begin() + json_length, nullptr,
-                                /*allow_exceptions=*/false);
-  if (body.is_discarded() || !body.is_object()) {
-    return BadRequest("the request body is not a JSON object (or not UTF-8)");
-  }
-  if (body.contains("id")) {
-    if (!body["id"].is_string()) return BadRequest("\"id\" must be a string");
-    request->set_id(body["id"].get<std::string>());
-  }
-  *binary_default = false;
-  if (body.contains("parameters")) {
-    if (grpc::Status s = ReadParameters(body["parameters"], request->mutable_parameters());
-        !s.ok()) {
-      return s;
-    }
-    const auto& p = request->parameters();
-    if (auto it = p.find("binary_data_output"); it != p.end()) {
-      *binary_default = it->second.bool_param();
-    }
-  }
-  if (!body.contains("inputs") || !body["inputs"].is_array()) {
-    return BadRequest("the request has no \"inputs\" array");
-  }
-  size_t binary_at = json_length;
-  for (const json& in : body["inputs"]) {
-    if (!in.is_object() || !in.contains("name") || !in["name"].is_string() ||
-        !in.contains("datatype") || !in["datatype"].is_string() || !in.contains("shape") ||
-        !in["shape"].is_array()) {
-      return BadRequest("each input is an object with \"name\", \"datatype\" and \"shape\"");
-    }
-    auto* input = request->add_inputs();
-    input->set_name(in["name"].get<std::string>());
-    input->set_datatype(in["datatype"].get<std::string>());
-    for (const json& d : in["shape"]) {
-      if (!d.is_number_integer()) return BadRequest("a shape is an array of integers");
-      input->add_shape(d.get<int64_t>());
-    }
-    std::string* raw = request->add_raw_input_contents();
-    const json* size = nullptr;
-    if (in.contains("parameters") && in["parameters"].is_object() &&
-        in["parameters"].contains("binary_data_size")) {
-      size = &in["parameters"]["binary_data_size"];
-    }
-    if (size != nullptr) {
-      if (!size->is_number_unsigned() || size->get<uint64_t>() > http.body.size() - binary_at) {
-        return BadRequest("input " + input->name() +
-                          ": binary_data_size must be a length within the binary part");
-      }
-      raw->assign(http.body, binary_at, size->get<uint64_t>());
-      binary_at += size->get<uint64_t>();
-    } else if (input->datatype() == "BYTES") {
-      if (!in.contains("data")) return BadRequest("input " + input->name() + " has no \"data\"");
-      std::vector<std::string> elements;
-      if (grpc::Status s = FlattenStrings(in["data"], 0, &elements); !s.ok()) return s;
-      *raw = kserve::EncodeBytes(elements);
-    }
-    // Other datatypes stay empty: no model takes them, and the call says so.
-  }
-  if (body.contains("outputs")) {
-    if (!body["outputs"].is_array()) return BadRequest("\"outputs\" must be an array");
-    for (const json& out : body["outputs"]) {
-      if (!out.is_object() || !out.contains("name") || !out["name"].is_string()) {
-        return BadRequest("each output is an object with a \"name\"");
-      }
-      const std::string name = out["name"].get<std::string>();
-      request->add_outputs()->set_name(name);
-      bool binary = *binary_default;
-      if (out.contains("parameters") && out["parameters"].is_object() &&
-          out["parameters"].contains("binary_data")) {
-        binary = out["parameters"]["binary_data"].is_boolean() &&
-                 out["parameters"]["binary_data"].get<bool>();
-      }
-      (*binary_outputs)[name] = binary;
-    }
-  }
-  return grpc::Status::OK;
-}
-
 template <typename T>
 json Numbers(const std::string& raw) {
   std::vector<T> values(raw.size() / sizeof(T));
@@ -245,8 +106,7 @@ json ParameterValue(const inference::InferParameter& p) {
 
 // The response as JSON, and its binary part when some output goes back binary.
 void WriteInferResponse(const inference::ModelInferResponse& result,
-                        const std::map<std::string, bool>& binary_outputs, bool binary_default,
-                        httplib::Response& http) {
+                        const kserve::BinaryOutputs& binary_outputs, httplib::Response& http) {
   json body = {{"model_name", result.model_name()},
                {"model_version", result.model_version()},
                {"outputs", json::array()}};
@@ -259,14 +119,15 @@ void WriteInferResponse(const inference::ModelInferResponse& result,
         {"name", tensor.name()},
         {"datatype", tensor.datatype()},
         {"shape", json(std::vector<int64_t>(tensor.shape().begin(), tensor.shape().end()))}};
-    const auto wanted = binary_outputs.find(tensor.name());
-    if (wanted != binary_outputs.end() ? wanted->second : binary_default) {
+    const auto wanted = binary_outputs.by_name.find(tensor.name());
+    if (wanted != binary_outputs.by_name.end() ? wanted->second : binary_outputs.by_default) {
       out["parameters"] = {{"binary_data_size", raw.size()}};
       binary += raw;
     } else if (tensor.datatype() == "BYTES") {
       std::vector<std::string> elements;
       std::string error;
-      kserve::DecodeBytes(raw, &elements, &error);  // the server's own encoding
+      // The server's own encoding, of at most one element per 4 bytes.
+      kserve::DecodeBytes(raw, raw.size() / 4, &elements, &error);
       out["data"] = elements;
     } else if (tensor.datatype() == "FP32") {
       out["data"] = Numbers<float>(raw);
@@ -425,15 +286,17 @@ class KServeHttpEndpoint::Routes {
     inference::ModelInferRequest request;
     request.set_model_name(http.matches[1]);
     request.set_model_version(Version(http));
-    std::map<std::string, bool> binary_outputs;
-    bool binary_default = false;
+    kserve::BinaryOutputs binary_outputs;
     grpc::ClientContext context;
     Prepare(http, &context);
     inference::ModelInferResponse result;
-    grpc::Status s = ReadInferRequest(http, &request, &binary_outputs, &binary_default);
+    std::optional<std::string> header_length;
+    if (http.has_header(kHeaderLength)) header_length = http.get_header_value(kHeaderLength);
+    grpc::Status s =
+        kserve::ReadJsonInferRequest(http.body, header_length, &request, &binary_outputs);
     if (s.ok()) s = stub_->ModelInfer(&context, request, &result);
     if (!s.ok()) return SendError(response, s);
-    WriteInferResponse(result, binary_outputs, binary_default, response);
+    WriteInferResponse(result, binary_outputs, response);
   }
 
   void Index(const httplib::Request& http, httplib::Response& response) {

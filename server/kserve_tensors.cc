@@ -1,6 +1,7 @@
 #include "server/kserve_tensors.h"
 
 #include <algorithm>
+#include <cctype>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -180,6 +181,9 @@ grpc::Status ReadGenerateOptions(const Parameters& p, v1::GenerateOptions* o) {
   return grpc::Status::OK;
 }
 
+// The most elements a BYTES tensor has; a shape with more is refused before any is read.
+constexpr int64_t kMaxElements = int64_t{1} << 32;
+
 // A BYTES input's elements, from bytes_contents or from its raw entry.
 grpc::Status ReadBytesInput(const inference::ModelInferRequest& request, int index,
                             std::vector<std::string>* elements) {
@@ -188,13 +192,19 @@ grpc::Status ReadBytesInput(const inference::ModelInferRequest& request, int ind
     return Invalid("input " + QuoteInput(input.name()) + " has datatype " +
                    QuoteInput(input.datatype()) + "; texts are BYTES tensors");
   }
+  // The element count the shape says, held at kMaxElements + 1 (so that no product of
+  // dimensions overflows): a message cannot hold more elements.
   int64_t count = 1;
   for (int64_t d : input.shape()) {
-    if (d < 0 || d > (int64_t{1} << 32)) {
+    if (d < 0 || d > kMaxElements) {
       return Invalid("input " + input.name() + " has dimension " + std::to_string(d) +
-                     "; dimensions are 0.." + std::to_string(int64_t{1} << 32));
+                     "; dimensions are 0.." + std::to_string(kMaxElements));
     }
-    count = std::min<int64_t>(count * d, int64_t{1} << 32);
+    count = d != 0 && count > kMaxElements / d ? kMaxElements + 1 : count * d;
+  }
+  if (count > kMaxElements) {
+    return Invalid("input " + input.name() + " has a shape of more than " +
+                   std::to_string(kMaxElements) + " elements");
   }
   if (request.raw_input_contents_size() > 0) {
     if (request.raw_input_contents_size() != request.inputs_size()) {
@@ -206,7 +216,8 @@ grpc::Status ReadBytesInput(const inference::ModelInferRequest& request, int ind
       return Invalid("input " + input.name() + " has both contents and raw_input_contents");
     }
     std::string error;
-    if (!DecodeBytes(request.raw_input_contents(index), elements, &error)) {
+    if (!DecodeBytes(request.raw_input_contents(index), static_cast<size_t>(count), elements,
+                     &error)) {
       return Invalid("input " + input.name() + ": " + error);
     }
   } else {
@@ -270,7 +281,10 @@ grpc::Status FillOutputs(Task task, const std::vector<std::string>& wanted,
 
 int64_t ParseVersion(const std::string& version) {
   if (version.empty()) return 0;
-  if (version.size() > 18 || !std::all_of(version.begin(), version.end(), ::isdigit)) return -1;
+  if (version.size() > 18 || !std::all_of(version.begin(), version.end(),
+                                          [](unsigned char c) { return std::isdigit(c); })) {
+    return -1;
+  }
   const int64_t v = std::stoll(version);
   return v > 0 ? v : -1;
 }
@@ -559,9 +573,15 @@ std::string EncodeBytes(const std::vector<std::string>& elements) {
   return raw;
 }
 
-bool DecodeBytes(const std::string& raw, std::vector<std::string>* elements, std::string* error) {
+bool DecodeBytes(const std::string& raw, size_t max_elements, std::vector<std::string>* elements,
+                 std::string* error) {
   size_t at = 0;
   while (at < raw.size()) {
+    if (elements->size() == max_elements) {
+      *error = "the raw BYTES form has more than the " + std::to_string(max_elements) +
+               " elements its shape says (byte " + std::to_string(at) + ")";
+      return false;
+    }
     if (raw.size() - at < 4) {
       *error = "the raw BYTES form ends inside an element's 4-byte length (byte " +
                std::to_string(at) + ")";

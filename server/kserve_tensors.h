@@ -57,7 +57,10 @@ void DescribeModel(const v1::ModelInfo& info, inference::ModelConfig* config);
 
 // BYTES tensors in the raw form: each element a 4-byte little-endian length, then its bytes.
 std::string EncodeBytes(const std::vector<std::string>& elements);
-// False (and *error says why) when `raw` is not a sequence of such elements.
-bool DecodeBytes(const std::string& raw, std::vector<std::string>* elements, std::string* error);
+// False (and *error says why) when `raw` is not a sequence of such elements, or has more than
+// `max_elements` of them (each costs more memory than its 4 bytes: the count is checked as
+// they are read).
+bool DecodeBytes(const std::string& raw, size_t max_elements, std::vector<std::string>* elements,
+                 std::string* error);
 
 }  // namespace normserve::kserve

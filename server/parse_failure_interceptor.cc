@@ -6,11 +6,23 @@
 namespace normserve {
 namespace {
 
-constexpr char kServicePrefix[] = "/normserve.v1.NormServe/";
+// The services whose every method is implemented, and the string fields (which protobuf
+// rejects when they hold invalid UTF-8) their clients fill.
+struct Service {
+  const char* prefix;
+  const char* string_fields;
+};
+constexpr Service kServices[] = {
+    {"/normserve.v1.NormServe/", "model, stop"},
+    {"/inference.GRPCInferenceService/", "model_name, model_version, id, a parameter"},
+};
 
 class ParseFailureInterceptor : public grpc::experimental::Interceptor {
  public:
-  explicit ParseFailureInterceptor(std::string method) : method_(std::move(method)) {}
+  ParseFailureInterceptor(std::string method, const Service& service)
+      : message_("the request is not a valid " + method.substr(std::strlen(service.prefix)) +
+                 " message: a string field (" + service.string_fields +
+                 ") holds invalid UTF-8, or the bytes are not the message's protobuf encoding") {}
 
   void Intercept(grpc::experimental::InterceptorBatchMethods* methods) override {
     if (methods->QueryInterceptionHookPoint(
@@ -18,18 +30,14 @@ class ParseFailureInterceptor : public grpc::experimental::Interceptor {
       const grpc::Status status = methods->GetSendStatus();
       if (status.error_code() == grpc::StatusCode::UNIMPLEMENTED &&
           status.error_message().empty()) {
-        methods->ModifySendStatus(grpc::Status(
-            grpc::StatusCode::INVALID_ARGUMENT,
-            "the request is not a valid " + method_.substr(std::strlen(kServicePrefix)) +
-                " message: a string field (model, stop) holds invalid UTF-8, or the bytes are "
-                "not the message's protobuf encoding"));
+        methods->ModifySendStatus(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, message_));
       }
     }
     methods->Proceed();
   }
 
  private:
-  const std::string method_;
+  const std::string message_;
 };
 
 }  // namespace
@@ -37,10 +45,13 @@ class ParseFailureInterceptor : public grpc::experimental::Interceptor {
 grpc::experimental::Interceptor* ParseFailureInterceptorFactory::CreateServerInterceptor(
     grpc::experimental::ServerRpcInfo* info) {
   const char* method = info->method();
-  if (method == nullptr || std::strncmp(method, kServicePrefix, std::strlen(kServicePrefix)) != 0) {
-    return nullptr;  // other services, and methods no service has, keep gRPC's answer
+  if (method == nullptr) return nullptr;
+  for (const Service& service : kServices) {
+    if (std::strncmp(method, service.prefix, std::strlen(service.prefix)) == 0) {
+      return new ParseFailureInterceptor(method, service);
+    }
   }
-  return new ParseFailureInterceptor(method);
+  return nullptr;  // other services, and methods no service has, keep gRPC's answer
 }
 
 }  // namespace normserve

@@ -187,6 +187,24 @@ class KServeGrpc(unittest.TestCase):
         self.assertEqual(caught.exception.code().name, "INVALID_ARGUMENT")
         self.assertIn("says 99 bytes and 5 remain", caught.exception.details())
 
+    def test_requests_that_do_not_parse_or_are_not_utf8_are_invalid_argument(self):
+        # Hand-made wire bytes, which protobuf clients refuse to send and a hostile client can:
+        # ModelInferRequest{model_name (field 1, a string) = b"\xff\xfe"}.
+        infer = channel(self.server.target).unary_unary(
+            "/inference.GRPCInferenceService/ModelInfer")
+        with self.assertRaises(Exception) as caught:
+            infer(b"\x0a\x02\xff\xfe", metadata=self.v1_metadata(), timeout=60)
+        self.assertEqual(caught.exception.code().name, "INVALID_ARGUMENT")
+        self.assertIn("is not a valid ModelInfer message", caught.exception.details())
+        # A BYTES element is a protobuf bytes field: it parses, and normserve.v1 refuses it.
+        request = service_pb2.ModelInferRequest(model_name="deen")
+        tensor = request.inputs.add(name="TEXT", datatype="BYTES", shape=[1])
+        tensor.contents.bytes_contents.append(b"Gr\xc3")
+        with self.assertRaises(Exception) as caught:
+            self.raw.ModelInfer(request, metadata=self.v1_metadata(), timeout=60)
+        self.assertEqual(caught.exception.code().name, "INVALID_ARGUMENT")
+        self.assertIn("is not valid UTF-8 (bad byte at offset 2)", caught.exception.details())
+
     def test_score_translation_pairs_and_language_model_texts(self):
         result = self.client.infer("deen", [text_input(["Guten Morgen"]),
                                             text_input(["Good morning"], "TARGET")],
