@@ -16,8 +16,8 @@ the model's widths (crmsnorm at embed_dim - 1); the table gives the medians over
   16, every norm launch in it, labelled by norm, so the three members' series are apart);
 - the kernels alone (fused add-and-norm, the form every norm after the first runs as), in us.
 
-A last step sends Score calls to the group's name from a Python gRPC client (normserve-bench
-asks GetModel first, which knows members, not groups): the members share them, and each reply
+A last step sends Score calls to the group's name from a Python gRPC client, so that each
+reply can be checked: the members share them, and each reply
 names the member that served it. The load average is recorded before, during and after.
 
 Usage: scripts/bench-norm-conversion.py [--rounds 5] [--seconds 5] [--concurrency 4]
