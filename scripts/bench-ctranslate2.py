@@ -33,6 +33,8 @@ import sys
 import tempfile
 import time
 
+from bench_machine import cpu_model, revision as project_revision
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CT2_REQUIREMENT = "ctranslate2>=4,<5"
 VENV_MARKER = "NORMSERVE_CT2_VENV"
@@ -488,21 +490,7 @@ def time_interleaved(ct2, normserve, work, rounds):
 
 
 def machine_info():
-    model = "unknown"
-    with open("/proc/cpuinfo", encoding="utf-8") as f:
-        for line in f:
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    return model, os.cpu_count()
-
-
-def project_revision():
-    def git(*argv):
-        return subprocess.run(["git", "-C", ROOT, *argv], capture_output=True,
-                              text=True).stdout.strip()
-    revision = git("rev-parse", "--short", "HEAD") or "unknown"
-    return revision + ("+dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
+    return cpu_model(), os.cpu_count()
 
 
 def report(args, model_dir, source_origin, notes, agree, timings, load_start, load_end,

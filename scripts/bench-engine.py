@@ -29,6 +29,7 @@ sys.path.insert(0, os.path.join(ROOT, "tests", "e2e"))
 
 from grpc_stubs import pb, stub  # noqa: E402
 from normserved_process import NormservedProcess  # noqa: E402
+from bench_machine import cpu_model, revision as project_revision  # noqa: E402
 
 GERMAN = ["Guten Morgen", "Das ist nicht möglich.", "ein großes Haus", "Vielen Dank!",
           "Wie geht es Ihnen?", "Ich habe keine Zeit.", "Das Wetter ist schön.",
@@ -187,14 +188,8 @@ def load_rows(args):
 
 def report(args, rows, load_start):
     load_end = os.getloadavg()
-    cpu = "unknown"
-    with open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    revision = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"],
-                              capture_output=True, text=True).stdout.strip()
+    cpu = cpu_model()
+    revision = project_revision()
     lines = [
         "# normserve decoding engine under concurrent load",
         "",

@@ -44,6 +44,7 @@ sys.path.insert(0, os.path.join(ROOT, "tests", "e2e"))
 
 from grpc_stubs import pb, stub  # noqa: E402
 from normserved_process import NormservedProcess  # noqa: E402
+from bench_machine import cpu_model, revision as project_revision  # noqa: E402
 
 NORMS = ["layernorm", "rmsnorm", "crmsnorm"]
 GROUP = "norm_variants"
@@ -276,14 +277,8 @@ def main():
     parser.add_argument("--out")
     args = parser.parse_args()
 
-    cpu = "unknown"
-    with open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    revision = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"],
-                              capture_output=True, text=True).stdout.strip()
+    cpu = cpu_model()
+    revision = project_revision()
     lines = [
         "# Pre-LN models and their lossless Pre-RMSNorm and Pre-CRMSNorm conversions",
         "",

@@ -11,9 +11,10 @@ import argparse
 import json
 import os
 import pathlib
-import platform
 import re
 import struct
+
+from bench_machine import cpu_model
 
 NORMS = ["layernorm", "batchnorm", "powernorm", "rmsnorm", "prmsnorm"]
 LABELS = {"layernorm": "LayerNorm", "batchnorm": "BatchNorm", "powernorm": "PowerNorm",
@@ -254,14 +255,6 @@ def replace_tables(report_text, tables):
         raise ValueError(f"the report has no {BEGIN} ... {END} block")
     return re.sub(re.escape(BEGIN) + ".*?" + re.escape(END),
                   lambda _: f"{BEGIN}\n{tables}\n{END}", report_text, flags=re.S)
-
-
-def cpu_model():
-    with open("/proc/cpuinfo") as cpuinfo:
-        for line in cpuinfo:
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.machine()
 
 
 def main():
