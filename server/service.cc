@@ -331,19 +331,16 @@ grpc::ServerUnaryReactor* NormServeService::Score(grpc::CallbackServerContext* c
         if (shadows.empty()) return call;
         call->OnFinish([this, shadows, model, request, response](const grpc::Status& s) {
           if (!s.ok()) return;
-          std::vector<std::string> source_texts, target_texts;
-          for (const auto& p : request->pairs()) {
-            source_texts.push_back(p.source());
-            target_texts.push_back(p.target());
-          }
-          target_texts.insert(target_texts.end(), request->texts().begin(), request->texts().end());
+          std::vector<std::pair<std::string, std::string>> pairs;
+          for (const auto& p : request->pairs()) pairs.emplace_back(p.source(), p.target());
+          const std::vector<std::string> texts(request->texts().begin(), request->texts().end());
           std::vector<std::vector<float>> answers;
           for (const auto& result : response->results()) {
             answers.emplace_back();
             for (const auto& token : result.tokens()) answers.back().push_back(token.logprob());
           }
           for (const ShadowMember& shadow : shadows) {
-            shadow_traffic_->Score(shadow, *model, source_texts, target_texts, answers);
+            shadow_traffic_->Score(shadow, *model, pairs, texts, answers);
           }
         });
         return call;

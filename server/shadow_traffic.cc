@@ -101,21 +101,19 @@ void ShadowTraffic::Translate(const ShadowMember& shadow, const ServedModel& pri
 }
 
 void ShadowTraffic::Score(const ShadowMember& shadow, const ServedModel& primary,
-                          std::vector<std::string> sources, std::vector<std::string> targets,
-                          std::vector<std::vector<float>> answers) {
+                          std::vector<std::pair<std::string, std::string>> pairs,
+                          std::vector<std::string> texts, std::vector<std::vector<float>> answers) {
   const Metrics::ShadowPair pair = PairOf(shadow, primary, "Score");
-  Submit(pair, [this, shadow, pair, sources = std::move(sources), targets = std::move(targets),
+  Submit(pair, [this, shadow, pair, pairs = std::move(pairs), texts = std::move(texts),
                 answers = std::move(answers)] {
     auto response = std::make_shared<v1::ScoreResponse>();
     std::shared_ptr<ScoreCall> call;
     try {
       const RequestLimits limits = LimitsOf(shadow);
       TokenBatch source_tokens, target_tokens;
-      if (sources.empty()) {
-        target_tokens = shadow.model->PrepareScoreTexts(targets, limits);
+      if (pairs.empty()) {
+        target_tokens = shadow.model->PrepareScoreTexts(texts, limits);
       } else {
-        std::vector<std::pair<std::string, std::string>> pairs;
-        for (size_t i = 0; i < sources.size(); ++i) pairs.emplace_back(sources[i], targets[i]);
         std::tie(source_tokens, target_tokens) = shadow.model->PrepareScorePairs(pairs, limits);
       }
       call = std::make_shared<ScoreCall>(

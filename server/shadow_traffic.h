@@ -33,9 +33,10 @@ class ShadowTraffic {
   void Translate(const ShadowMember& shadow, const ServedModel& primary,
                  std::vector<std::string> texts, const TranslationOptions& options,
                  std::vector<std::string> answers);
-  // `sources` is empty for a language model; `answers` holds each target's token log-probs.
+  // Source/target pairs (translation models) or texts (language models), as the request
+  // had them; `answers` holds each one's token log-probs.
   void Score(const ShadowMember& shadow, const ServedModel& primary,
-             std::vector<std::string> sources, std::vector<std::string> targets,
+             std::vector<std::pair<std::string, std::string>> pairs, std::vector<std::string> texts,
              std::vector<std::vector<float>> answers);
   void Generate(const ShadowMember& shadow, const ServedModel& primary, std::string prompt,
                 const GenerationOptions& options, std::string answer);
