@@ -133,17 +133,6 @@ void CompressStream(ModelConfig& c, std::map<std::string, at::Tensor>& weights,
   }
 }
 
-// The dtype the file stores its tensors in; F32 when they differ.
-safetensors::DType StoredDType(const std::string& path) {
-  const safetensors::File file = safetensors::File::Open(path);
-  std::optional<safetensors::DType> dtype;
-  for (const auto& [name, view] : file.tensors()) {
-    if (dtype && *dtype != view.dtype) return safetensors::DType::kF32;
-    dtype = view.dtype;
-  }
-  return dtype.value_or(safetensors::DType::kF32);
-}
-
 }  // namespace
 
 std::string NormConversionRefusal(const ModelConfig& config) {

@@ -2,6 +2,7 @@
 
 #include <ATen/ATen.h>
 
+#include <optional>
 #include <vector>
 
 #include "models/errors.h"
@@ -58,6 +59,16 @@ void SaveWeights(const std::string& path, const std::map<std::string, at::Tensor
                    static_cast<size_t>(c.nbytes())};
   }
   safetensors::Write(path, views, {{"format", "pt"}});
+}
+
+safetensors::DType StoredDType(const std::string& path) {
+  const safetensors::File file = safetensors::File::Open(path);
+  std::optional<safetensors::DType> dtype;
+  for (const auto& [name, view] : file.tensors()) {
+    if (dtype && *dtype != view.dtype) return safetensors::DType::kF32;
+    dtype = view.dtype;
+  }
+  return dtype.value_or(safetensors::DType::kF32);
 }
 
 }  // namespace normserve

@@ -18,6 +18,9 @@ std::map<std::string, at::Tensor> LoadWeights(const std::string& path);
 void RequireFiniteWeights(const std::map<std::string, at::Tensor>& tensors,
                           const std::string& source);
 
+// The dtype the file stores its tensors in; F32 when they differ.
+safetensors::DType StoredDType(const std::string& path);
+
 // Writes the tensors converted to `dtype`.
 void SaveWeights(const std::string& path, const std::map<std::string, at::Tensor>& tensors,
                  safetensors::DType dtype);

@@ -1,5 +1,6 @@
 // normserve-model: writes model directories. `init` makes a complete one with random weights;
-// `convert` writes a Pre-LN model's lossless Pre-RMSNorm or Pre-CRMSNorm equivalent.
+// `convert` writes a Pre-LN model's lossless Pre-RMSNorm or Pre-CRMSNorm equivalent; `import`
+// turns a Hugging Face model directory into one.
 #include <CLI/CLI.hpp>
 #include <fstream>
 #include <iostream>
@@ -9,6 +10,7 @@
 
 #include "common/command_line.h"
 #include "models/errors.h"
+#include "models/io/hf_import.h"
 #include "models/io/model_init.h"
 #include "models/io/norm_conversion.h"
 
@@ -28,7 +30,14 @@ same outputs, RMSNorm at every site, recentred weights, the tied output projecti
 crmsnorm also stores the zero-mean residual stream in embed_dim - 1 channels. Weights are
 written in the input's dtype unless --dtype says otherwise; only f32 keeps the recentring
 exact (f16 rounds it again: logits then differ by about 1e-3). Other models are refused with
-the reason.)";
+the reason.
+
+import writes the normserve version directory of a Hugging Face model directory:
+model_type marian (opus-mt) or llama/mistral, with model.safetensors or its shards and
+model.safetensors.index.json, and the tokenizer files (marian: source.spm, target.spm,
+vocab.json; llama: tokenizer.model). Weights keep the checkpoint's dtype unless --dtype says
+otherwise. What the server would compute differently from the reference is refused, naming
+the field. Pickled checkpoints (pytorch_model.bin) are refused: loading them runs code.)";
 
 constexpr char kFooter[] =
     R"(`normserve-model COMMAND --help` lists a command's flags. Every flag can also come from its
@@ -61,6 +70,7 @@ struct Commands {
   std::string config_path;
   std::string init_dtype = "f32";
   std::string norm, input, output, convert_dtype;
+  std::string import_from, import_out, import_dtype;
 };
 
 void AddInit(CLI::App* app, Commands* c) {
@@ -103,6 +113,29 @@ void AddConvert(CLI::App* app, Commands* c) {
   normserve::command_line::AddEnvironmentFallbacks("normserve-model", convert);
 }
 
+void AddImport(CLI::App* app, Commands* c) {
+  CLI::App* import = app->add_subcommand(
+      "import", "a normserve model directory from a Hugging Face one (marian, llama, mistral)");
+  import->add_option("--from", c->import_from, "the Hugging Face model directory")
+      ->type_name("DIR")
+      ->required();
+  import->add_option("--out", c->import_out, "the version directory to write")
+      ->type_name("DIR")
+      ->required();
+  AddDTypeOption(import, &c->import_dtype, "dtype of the weights (default: the checkpoint's)");
+  normserve::command_line::AddEnvironmentFallbacks("normserve-model", import);
+}
+
+std::string Import(const Commands& c) {
+  std::optional<normserve::safetensors::DType> dtype;
+  if (!c.import_dtype.empty()) dtype = ParseDType(c.import_dtype);
+  const normserve::ImportSummary summary =
+      normserve::ImportHuggingFaceModel(c.import_from, c.import_out, dtype);
+  std::cout << "imported " << summary.model_type << ": " << summary.parameters
+            << " parameters, norms " << summary.norm_label << "\n";
+  return c.import_out;
+}
+
 std::string Init(Commands* c) {
   c->init.config_json = ReadFile(c->config_path);
   c->init.dtype = ParseDType(c->init_dtype);
@@ -128,13 +161,19 @@ int main(int argc, char** argv) {
   Commands commands;
   AddInit(&app, &commands);
   AddConvert(&app, &commands);
+  AddImport(&app, &commands);
   if (const auto exit_status = normserve::command_line::Parse(&app, argc, argv)) {
     return *exit_status;
   }
-  const bool init = app.got_subcommand("init");
   std::string written;
   try {
-    written = init ? Init(&commands) : Convert(commands);
+    if (app.got_subcommand("init")) {
+      written = Init(&commands);
+    } else if (app.got_subcommand("convert")) {
+      written = Convert(commands);
+    } else {
+      written = Import(commands);
+    }
   } catch (const std::invalid_argument& e) {
     std::cerr << "normserve-model: " << e.what() << "\n";
     return normserve::command_line::kUsageError;
