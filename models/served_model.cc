@@ -23,13 +23,22 @@
 namespace normserve {
 namespace {
 
-std::unique_ptr<Tokenizer> LoadTokenizer(const std::string& dir, const std::string& file,
-                                         int64_t vocab_size, const std::string& which) {
-  auto tokenizer = Tokenizer::Load(ConfinedFile(dir, file));
-  if (tokenizer->vocab_size() != vocab_size) {
+std::unique_ptr<Tokenizer> LoadTokenizer(const std::string& dir, const TokenizerFiles& files,
+                                         const ModelConfig& config, int64_t vocab_size,
+                                         const std::string& which) {
+  TokenizerVocabulary vocabulary;
+  if (!files.vocab.empty()) vocabulary.vocab_path = ConfinedFile(dir, files.vocab);
+  vocabulary.unk = static_cast<int>(config.special.unk);
+  vocabulary.language_tags = config.language_tags;
+  auto tokenizer = Tokenizer::Load(ConfinedFile(dir, files.spm), vocabulary);
+  // A vocabulary file may leave ids unused (fairseq pads its dictionaries); SentencePiece's
+  // own ids must be the model's exactly.
+  const int64_t size = tokenizer->vocab_size();
+  if (tokenizer->has_vocabulary() ? size > vocab_size : size != vocab_size) {
+    const std::string file = files.vocab.empty() ? files.spm : files.vocab;
     throw ModelLoadError(dir + "/" + file + ": the " + which + " tokenizer has " +
-                         std::to_string(tokenizer->vocab_size()) + " pieces but config.json says " +
-                         std::to_string(vocab_size));
+                         std::to_string(size) + (tokenizer->has_vocabulary() ? " ids" : " pieces") +
+                         " but config.json says " + std::to_string(vocab_size));
   }
   return tokenizer;
 }
@@ -179,10 +188,10 @@ std::shared_ptr<const ServedModel> ServedModel::Load(const std::string& dir, std
   const ModelConfig& c = model->config_;
   Runtime& rt = *model->runtime_;
   if (c.is_mt()) {
-    rt.source_tokenizer = LoadTokenizer(dir, c.source_tokenizer, c.source_vocab_size, "source");
+    rt.source_tokenizer = LoadTokenizer(dir, c.source_tokenizer, c, c.source_vocab_size, "source");
   }
   rt.target_tokenizer =
-      LoadTokenizer(dir, c.target_tokenizer, c.target_vocab_size, c.is_mt() ? "target" : "LM");
+      LoadTokenizer(dir, c.target_tokenizer, c, c.target_vocab_size, c.is_mt() ? "target" : "LM");
   const std::string weights_path = ConfinedFile(dir, "model.safetensors");
   c10::InferenceMode guard;
   std::map<std::string, at::Tensor> weights = LoadWeights(weights_path);
@@ -358,8 +367,8 @@ std::vector<TextScore> ServedModel::ScoreTokens(const TokenBatch& sources,
         inputs.push_back(sources[i]);
         inputs.back().push_back(config_.special.eos);
       }
-      memory =
-          rt.transformer->Encode(PadBatch(inputs, config_.special.pad, rt.transformer->device()));
+      memory = rt.transformer->Encode(
+          PadBatch(inputs, config_.special.padding(), rt.transformer->device()));
     }
     for (size_t i : group) group_targets.push_back(targets[i]);
     const auto logprobs = ScoreTargets(*rt.transformer, memory, group_targets);

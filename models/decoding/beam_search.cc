@@ -27,8 +27,8 @@ std::vector<std::vector<Hypothesis>> BeamSearch(const Transformer& model,
     sentences.emplace_back(k, max_lengths[b], options.length_penalty);
   }
   const at::Device device = model.device();
-  at::Tensor next =
-      at::full({rows, 1}, special.eos, at::TensorOptions().dtype(at::kLong).device(device));
+  at::Tensor next = at::full({rows, 1}, special.decoder_start,
+                             at::TensorOptions().dtype(at::kLong).device(device));
   int64_t remaining = batch;
   while (remaining > 0) {
     for (int64_t b = 0; stop && b < batch; ++b) {
@@ -51,7 +51,7 @@ std::vector<std::vector<Hypothesis>> BeamSearch(const Transformer& model,
     const auto [top_on_device, index_on_device] = candidates.topk(std::min(2 * k, k * vocab), 1);
     const at::Tensor top_scores = top_on_device.cpu().contiguous();
     const at::Tensor top_index = index_on_device.cpu().contiguous();
-    std::vector<int64_t> reorder(rows), tokens(rows, special.pad);
+    std::vector<int64_t> reorder(rows), tokens(rows, special.padding());
     for (int64_t b = 0; b < batch; ++b) {
       SentenceBeams& s = sentences[b];
       std::vector<int64_t> parents;

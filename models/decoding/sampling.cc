@@ -62,9 +62,9 @@ SamplingStop SampleContinuation(const Transformer& model, const std::vector<int6
   const SpecialTokens& special = model.config().special;
   at::Generator generator = MakeSamplingGenerator(options.seed);
   DecoderState state = model.StartDecoding(EncoderOutput{}, 1);
-  std::vector<int64_t> input = {special.eos};
+  std::vector<int64_t> input = {special.decoder_start};
   input.insert(input.end(), prompt.begin(), prompt.end());
-  at::Tensor next = PadBatch({input}, special.pad, model.device());
+  at::Tensor next = PadBatch({input}, special.padding(), model.device());
   for (int64_t produced = 0; produced < options.max_new_tokens; ++produced) {
     // One row of logits: sampled on the host, where the seeded generator lives.
     const at::Tensor logits = model.Decode(next, state).select(0, 0).select(0, -1).cpu().clone();

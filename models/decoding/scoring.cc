@@ -20,10 +20,11 @@ at::Tensor PadBatch(const std::vector<std::vector<int64_t>>& sequences, int64_t 
 std::vector<std::vector<double>> ScoreTargets(const Transformer& model, const EncoderOutput& memory,
                                               const std::vector<std::vector<int64_t>>& targets) {
   const SpecialTokens& special = model.config().special;
-  // Decoder input is </s> + target; it predicts target + </s>.
+  // Decoder input is the start token (</s> in fairseq's models) + target; it predicts
+  // target + </s>.
   std::vector<std::vector<int64_t>> inputs, outputs;
   for (const auto& t : targets) {
-    inputs.push_back({special.eos});
+    inputs.push_back({special.decoder_start});
     inputs.back().insert(inputs.back().end(), t.begin(), t.end());
     outputs.push_back(t);
     outputs.back().push_back(special.eos);
@@ -33,8 +34,8 @@ std::vector<std::vector<double>> ScoreTargets(const Transformer& model, const En
   const at::Device device = model.device();
   // log_softmax at the targets only: their logits minus each position's log-sum-exp, without
   // writing a [B, T, V] tensor of log-probabilities.
-  const at::Tensor logits = model.Decode(PadBatch(inputs, special.pad, device), state);
-  const at::Tensor targets_index = PadBatch(outputs, special.pad, device).unsqueeze(2);
+  const at::Tensor logits = model.Decode(PadBatch(inputs, special.padding(), device), state);
+  const at::Tensor targets_index = PadBatch(outputs, special.padding(), device).unsqueeze(2);
   const at::Tensor picked = (logits.gather(2, targets_index).squeeze(2) - at::logsumexp(logits, -1))
                                 .to(at::kDouble)
                                 .cpu();

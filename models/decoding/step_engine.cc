@@ -64,12 +64,14 @@ struct StepEngine::State {
       : model(m),
         transformer(m.transformer()),
         special(m.config().special),
+        never_output(NonOutputTokens(special)),
         budget(budget),
         slots(transformer.MakeSlots()) {}
 
   const ServedModel& model;
   const Transformer& transformer;
   const SpecialTokens special;
+  const std::vector<int64_t> never_output;
   const int64_t budget;
   DecoderSlots slots;
   int64_t reserved = 0;  // estimated memory of the live sentences and streams
@@ -233,7 +235,7 @@ void StepEngine::State::Encode(const std::vector<const LiveSentence*>& joined,
   if (joined.empty()) return;
   std::vector<int64_t> source_slots;
   for (const LiveSentence* sentence : joined) source_slots.push_back(sentence->source_slot);
-  transformer.EncodeIntoSlots(PadBatch(inputs, special.pad, device()), source_slots, slots);
+  transformer.EncodeIntoSlots(PadBatch(inputs, special.padding(), device()), source_slots, slots);
 }
 
 std::vector<Candidates> StepEngine::State::SelectCandidates(
@@ -242,8 +244,7 @@ std::vector<Candidates> StepEngine::State::SelectCandidates(
   const int64_t vocab = logits.size(1);
   std::vector<Candidates> out(order.size());
   if (logits.device().is_cpu() && logits.scalar_type() == at::kFloat && logits.is_contiguous()) {
-    LogProbRows(logits.data_ptr<float>(), logits.size(0), vocab, beam_scores.data(), special.pad,
-                special.bos);
+    LogProbRows(logits.data_ptr<float>(), logits.size(0), vocab, beam_scores.data(), never_output);
     const float* row = logits.data_ptr<float>();
     for (size_t i = 0; i < order.size(); ++i) {
       const int64_t live = order[i]->beams.live();
@@ -305,7 +306,7 @@ void StepEngine::State::StepTranslations() {
       rows.position.push_back(step);
       rows.source.push_back(sentence->source_slot);
       rows.source_length.push_back(sentence->source_length);
-      tokens.push_back(step == 0 ? special.eos : sentence->beams.last_token(j));
+      tokens.push_back(step == 0 ? special.decoder_start : sentence->beams.last_token(j));
       scores.push_back(sentence->beams.scores()[j]);
     }
     longest = std::max(longest, step + 1);
@@ -387,7 +388,7 @@ void StepEngine::State::AdmitStreams() {
         std::make_unique<GeneratedText>(model.target_tokenizer(), o.stop, stream->work.on_text);
     stream->generator = MakeSamplingGenerator(o.seed);
     stream->slot = slots.AcquireRow();
-    inputs.push_back({special.eos});
+    inputs.push_back({special.decoder_start});
     inputs.back().insert(inputs.back().end(), stream->work.prompt.begin(),
                          stream->work.prompt.end());
     stream->position = static_cast<int64_t>(inputs.back().size());
@@ -398,7 +399,8 @@ void StepEngine::State::AdmitStreams() {
   }
   if (joined.empty()) return;
   const at::Tensor logits =
-      transformer.PrefillIntoSlots(PadBatch(inputs, special.pad, device()), lengths, rows, slots)
+      transformer
+          .PrefillIntoSlots(PadBatch(inputs, special.padding(), device()), lengths, rows, slots)
           .cpu();
   for (size_t i = 0; i < joined.size(); ++i) {
     GenerationStream& stream = *joined[i];

@@ -33,8 +33,8 @@ inline float ExpNonPositive(float x) {
 
 }  // namespace
 
-void LogProbRows(float* logits, int64_t rows, int64_t vocab, const float* offsets, int64_t pad,
-                 int64_t bos) {
+void LogProbRows(float* logits, int64_t rows, int64_t vocab, const float* offsets,
+                 const std::vector<int64_t>& never_output) {
   for (int64_t r = 0; r < rows; ++r) {
     float* row = logits + r * vocab;
     float best = kNegInf;
@@ -54,8 +54,7 @@ void LogProbRows(float* logits, int64_t rows, int64_t vocab, const float* offset
     const float shift = (offsets ? offsets[r] : 0.0f) - best - std::log(sum);
 #pragma omp simd
     for (int64_t v = 0; v < vocab; ++v) row[v] += shift;
-    row[pad] = kNegInf;
-    row[bos] = kNegInf;
+    for (int64_t id : never_output) row[id] = kNegInf;
   }
 }
 

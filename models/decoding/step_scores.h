@@ -5,14 +5,15 @@
 #pragma once
 
 #include <cstdint>
+#include <vector>
 
 namespace normserve {
 
 // In place: logits [rows, vocab] become log_softmax(row) + offsets[row] (offsets may be
-// null), with `pad` and `bos` at -inf. A row holding a NaN becomes all -inf: it has no
-// distribution to choose from.
-void LogProbRows(float* logits, int64_t rows, int64_t vocab, const float* offsets, int64_t pad,
-                 int64_t bos);
+// null), with the `never_output` ids at -inf (NonOutputTokens of token_mask.h). A row holding
+// a NaN becomes all -inf: it has no distribution to choose from.
+void LogProbRows(float* logits, int64_t rows, int64_t vocab, const float* offsets,
+                 const std::vector<int64_t>& never_output);
 
 // The `count` largest of values[0..n), best first, ties by lower index; fewer when n is
 // smaller. -inf values come last like any other.

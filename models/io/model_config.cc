@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <fstream>
+#include <functional>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <sstream>
@@ -32,6 +33,10 @@ const std::set<std::string> kTopLevelFields = {"architecture",
                                                "normalize_before",
                                                "activation",
                                                "positions",
+                                               "rope_theta",
+                                               "scale_embedding",
+                                               "kv_heads",
+                                               "linear_bias",
                                                "max_positions",
                                                "share_all_embeddings",
                                                "share_decoder_input_output_embed",
@@ -43,8 +48,41 @@ const std::set<std::string> kTopLevelFields = {"architecture",
                                                "norm"};
 const std::set<std::string> kNormFields = {"type",       "eps",           "bias",   "p",
                                            "k_rounding", "eps_placement", "groups", "group_eps"};
-const std::set<std::string> kSpecialTokenFields = {"bos", "pad", "eos", "unk"};
-const std::set<std::string> kTokenizerFields = {"source", "target", "model"};
+const std::set<std::string> kSpecialTokenFields = {"bos", "pad", "eos", "unk", "decoder_start"};
+const std::set<std::string> kTokenizerFields = {
+    "source", "target", "model", "source_vocab", "target_vocab", "vocab", "language_tags"};
+
+// The names of config.json, in the order the enums declare them.
+constexpr std::pair<PositionEncoding, const char*> kPositionNames[] = {
+    {PositionEncoding::kSinusoidal, "sinusoidal"},
+    {PositionEncoding::kSinusoidalZeroMean, "sinusoidal_zero_mean"},
+    {PositionEncoding::kMarianSinusoidal, "marian_sinusoidal"},
+    {PositionEncoding::kRotary, "rotary"}};
+constexpr std::pair<Activation, const char*> kActivationNames[] = {{Activation::kReLU, "relu"},
+                                                                   {Activation::kGELU, "gelu"},
+                                                                   {Activation::kSiLU, "silu"},
+                                                                   {Activation::kSwiGLU, "swiglu"}};
+
+template <typename Enum, size_t N>
+const char* NameOf(const std::pair<Enum, const char*> (&names)[N], Enum value) {
+  for (const auto& [e, name] : names) {
+    if (e == value) return name;
+  }
+  return "?";
+}
+
+// The value named `name`, or a failure listing the names.
+template <typename Enum, size_t N>
+Enum ParseNamed(const std::pair<Enum, const char*> (&names)[N], const std::string& name,
+                const std::function<void(const std::string&)>& fail) {
+  std::string known;
+  for (const auto& [e, n] : names) {
+    if (name == n) return e;
+    known += (known.empty() ? "" : ", ") + std::string(n);
+  }
+  fail("is '" + name + "'; use one of " + known);
+  return names[0].first;
+}
 
 // The sinusoidal position tables hold (max_positions + pad + 1) x embed_dim floats each and
 // are computed at load from the config alone: bounded so that a config cannot make the
@@ -224,7 +262,7 @@ void CheckResidualDim(const Reader& r, ModelConfig& c) {
            "normalize_before true and crmsnorm at every site" +
                (other.empty() ? std::string() : ", but '" + other.front() + "' is not"));
   }
-  if (!c.zero_mean_positions) {
+  if (!c.zero_mean_positions()) {
     r.Fail("positions",
            "must be sinusoidal_zero_mean with residual_dim embed_dim - 1: the compressed stream "
            "drops the last channel of a zero-mean one");
@@ -263,6 +301,18 @@ std::vector<NormSite> ModelConfig::sites() const {
   return out;
 }
 
+std::vector<std::string> ModelConfig::tokenizer_files() const {
+  std::vector<std::string> files;
+  for (const TokenizerFiles* t : {&target_tokenizer, &source_tokenizer}) {
+    for (const std::string* file : {&t->spm, &t->vocab}) {
+      if (!file->empty() && std::find(files.begin(), files.end(), *file) == files.end()) {
+        files.push_back(*file);
+      }
+    }
+  }
+  return files;
+}
+
 std::string ModelConfig::norm_label() const {
   std::vector<std::string_view> seen;
   for (NormSite s : sites()) {
@@ -299,36 +349,79 @@ ModelConfig ParseModelConfig(const std::string& json_text, const std::string& so
   if (c.embed_dim % c.attention_heads != 0) {
     r.Fail("attention_heads", "must divide embed_dim " + std::to_string(c.embed_dim));
   }
-  if (c.embed_dim % 2 != 0) r.Fail("embed_dim", "must be even for sinusoidal positions");
   c.decoder_layers = r.Positive("decoder_layers", c.decoder_layers, 256);
   c.normalize_before = r.Get<bool>("normalize_before", c.normalize_before);
-  c.activation = r.Get<std::string>("activation", c.activation);
-  if (c.activation != "relu" && c.activation != "gelu")
-    r.Fail("activation", "must be relu or gelu");
+  const auto fail_at = [&r](const char* field) {
+    return [&r, field](const std::string& problem) { r.Fail(field, problem); };
+  };
+  c.activation =
+      ParseNamed(kActivationNames, r.Get<std::string>("activation", "relu"), fail_at("activation"));
   c.max_positions = r.Positive("max_positions", c.max_positions, 1 << 20);
-  const std::string positions = r.Get<std::string>("positions", "sinusoidal");
-  if (positions != "sinusoidal" && positions != "sinusoidal_zero_mean") {
-    r.Fail("positions", "must be sinusoidal or sinusoidal_zero_mean");
+  c.positions = ParseNamed(kPositionNames, r.Get<std::string>("positions", "sinusoidal"),
+                           fail_at("positions"));
+  c.scale_embedding = r.Get<bool>("scale_embedding", c.scale_embedding);
+  c.linear_bias = r.Get<bool>("linear_bias", c.linear_bias);
+  c.kv_heads = r.Positive("kv_heads", c.attention_heads, c.attention_heads);
+  if (c.attention_heads % c.kv_heads != 0) {
+    r.Fail("kv_heads", "is " + std::to_string(c.kv_heads) + "; it must divide attention_heads " +
+                           std::to_string(c.attention_heads));
   }
-  c.zero_mean_positions = positions == "sinusoidal_zero_mean";
+  if (c.positions == PositionEncoding::kRotary) {
+    c.rope_theta = r.Get<double>("rope_theta", c.rope_theta);
+    if (!(c.rope_theta > 1)) r.Fail("rope_theta", "must be a number above 1");
+    if (c.head_dim() % 2 != 0) {
+      r.Fail("positions",
+             "is rotary, which needs an even head size (embed_dim / "
+             "attention_heads), got " +
+                 std::to_string(c.head_dim()));
+    }
+  } else if (r.root().contains("rope_theta")) {
+    r.Fail("rope_theta", "is set but positions is not rotary");
+  }
 
   const json& tok = r.Object(root, "tokenizer", "tokenizer", kTokenizerFields);
+  const auto tokenizer_files = [&](const char* spm, const char* vocab) {
+    return TokenizerFiles{r.FileName(tok, spm, std::string("tokenizer.") + spm),
+                          r.FileName(tok, vocab, std::string("tokenizer.") + vocab)};
+  };
+  for (const char* field : {"source", "target", "source_vocab", "target_vocab", "language_tags"}) {
+    if (!c.is_mt() && tok.contains(field)) {
+      r.Fail(std::string("tokenizer.") + field,
+             "is for transformer_mt; a transformer_lm names {\"model\": ..., \"vocab\": ...}");
+    }
+  }
+  for (const char* field : {"model", "vocab"}) {
+    if (c.is_mt() && tok.contains(field)) {
+      r.Fail(std::string("tokenizer.") + field,
+             "is for transformer_lm; a transformer_mt names source, target, source_vocab and "
+             "target_vocab");
+    }
+  }
   if (c.is_mt()) {
     c.encoder_layers = r.Positive("encoder_layers", c.encoder_layers, 256);
     c.share_all_embeddings = r.Get<bool>("share_all_embeddings", c.share_all_embeddings);
     c.source_vocab_size = r.Positive("source_vocab_size", 0, 1 << 24);
     c.target_vocab_size = r.Positive("target_vocab_size", 0, 1 << 24);
-    c.source_tokenizer = r.FileName(tok, "source", "tokenizer.source");
-    c.target_tokenizer = r.FileName(tok, "target", "tokenizer.target");
+    c.source_tokenizer = tokenizer_files("source", "source_vocab");
+    c.target_tokenizer = tokenizer_files("target", "target_vocab");
+    c.language_tags = r.Get<bool>(tok, "language_tags", false, "tokenizer.language_tags");
     if (c.share_all_embeddings && c.source_vocab_size != c.target_vocab_size) {
       r.Fail("share_all_embeddings", "needs source_vocab_size == target_vocab_size");
+    }
+    if (c.kv_heads != c.attention_heads) {
+      r.Fail("kv_heads",
+             "must equal attention_heads in a transformer_mt (grouped-query "
+             "attention is supported in transformer_lm models)");
+    }
+    if (c.positions == PositionEncoding::kRotary) {
+      r.Fail("positions", "rotary is supported in transformer_lm models only");
     }
   } else {
     c.encoder_layers = 0;
     c.target_vocab_size = r.Positive("vocab_size", 0, 1 << 24);
-    c.target_tokenizer = r.FileName(tok, "model", "tokenizer.model");
+    c.target_tokenizer = tokenizer_files("model", "vocab");
   }
-  if (c.target_tokenizer.empty() || (c.is_mt() && c.source_tokenizer.empty())) {
+  if (c.target_tokenizer.spm.empty() || (c.is_mt() && c.source_tokenizer.spm.empty())) {
     r.Fail("tokenizer", c.is_mt() ? "must name source and target SentencePiece files"
                                   : "must name the SentencePiece file as {\"model\": ...}");
   }
@@ -341,7 +434,9 @@ ModelConfig ParseModelConfig(const std::string& json_text, const std::string& so
   c.special.pad = r.Get<int64_t>(special, "pad", c.special.pad, "special_tokens.pad");
   c.special.eos = r.Get<int64_t>(special, "eos", c.special.eos, "special_tokens.eos");
   c.special.unk = r.Get<int64_t>(special, "unk", c.special.unk, "special_tokens.unk");
-  // The decoder and the output layer use all four; the encoder embeds <pad>, </s> and <unk>
+  c.special.decoder_start =
+      r.Get<int64_t>(special, "decoder_start", c.special.eos, "special_tokens.decoder_start");
+  // The decoder and the output layer use them all; the encoder embeds <pad>, </s> and <unk>
   // of the source side, so an MT model needs them in both vocabularies.
   const auto check_id = [&r](const char* which, int64_t id, int64_t vocab, const char* vocabulary) {
     if (id < 0 || id >= vocab) {
@@ -350,10 +445,19 @@ ModelConfig ParseModelConfig(const std::string& json_text, const std::string& so
                  std::to_string(vocab) + " tokens (ids 0.." + std::to_string(vocab - 1) + ")");
     }
   };
-  const std::pair<const char*, int64_t> ids[] = {{"bos", c.special.bos},
-                                                 {"pad", c.special.pad},
-                                                 {"eos", c.special.eos},
-                                                 {"unk", c.special.unk}};
+  // Only a language model may do without <pad> (Llama has none): an encoder needs it to
+  // mark the padding of its sources.
+  const bool no_pad = c.special.pad == SpecialTokens::kNone && !c.is_mt();
+  if (c.special.pad == SpecialTokens::kNone && c.is_mt()) {
+    r.Fail("special_tokens.pad",
+           "is -1 (none), which only a transformer_lm may be: the encoder "
+           "of a transformer_mt marks the padding of its sources with <pad>");
+  }
+  std::vector<std::pair<const char*, int64_t>> ids = {{"bos", c.special.bos},
+                                                      {"eos", c.special.eos},
+                                                      {"unk", c.special.unk},
+                                                      {"decoder_start", c.special.decoder_start}};
+  if (!no_pad) ids.emplace_back("pad", c.special.pad);
   for (const auto& id : ids) {
     check_id(id.first, id.second, c.target_vocab_size,
              c.is_mt() ? "target vocabulary" : "vocabulary");
@@ -361,8 +465,8 @@ ModelConfig ParseModelConfig(const std::string& json_text, const std::string& so
   }
   // <pad> is never an output and marks padding in every batch: it cannot share an id with
   // </s> or <unk> (<s> may equal </s>, as in fairseq's dictionaries).
-  if (c.special.pad == c.special.eos || c.special.pad == c.special.unk ||
-      c.special.pad == c.special.bos) {
+  if (!no_pad && (c.special.pad == c.special.eos || c.special.pad == c.special.unk ||
+                  c.special.pad == c.special.bos)) {
     r.Fail("special_tokens.pad", "is " + std::to_string(c.special.pad) +
                                      ", the id of another special token; <pad> needs its own");
   }
@@ -370,7 +474,10 @@ ModelConfig ParseModelConfig(const std::string& json_text, const std::string& so
     r.Fail("special_tokens.unk",
            "is " + std::to_string(c.special.unk) + ", the id of </s>; <unk> needs its own");
   }
-  const int64_t table_entries = (c.max_positions + c.special.pad + 1) * c.embed_dim;
+  // Rotary tables hold a cosine and a sine per position and half head.
+  const int64_t table_entries =
+      (c.max_positions + c.special.pad + 1) *
+      (c.positions == PositionEncoding::kRotary ? c.head_dim() : c.embed_dim);
   if (table_entries > kMaxPositionTableEntries) {
     r.Fail("max_positions", "is " + std::to_string(c.max_positions) + ": with embed_dim " +
                                 std::to_string(c.embed_dim) + " and <pad> id " +
@@ -431,17 +538,27 @@ std::string ModelConfigToJson(const ModelConfig& c) {
   if (c.is_mt()) j["encoder_layers"] = c.encoder_layers;
   j["decoder_layers"] = c.decoder_layers;
   j["normalize_before"] = c.normalize_before;
-  j["activation"] = c.activation;
-  j["positions"] = c.zero_mean_positions ? "sinusoidal_zero_mean" : "sinusoidal";
+  j["activation"] = NameOf(kActivationNames, c.activation);
+  j["positions"] = NameOf(kPositionNames, c.positions);
+  if (c.positions == PositionEncoding::kRotary) j["rope_theta"] = c.rope_theta;
+  if (!c.scale_embedding) j["scale_embedding"] = false;
+  if (c.key_value_heads() != c.attention_heads) j["kv_heads"] = c.key_value_heads();
+  if (!c.linear_bias) j["linear_bias"] = false;
   j["max_positions"] = c.max_positions;
   if (c.is_mt()) {
     j["share_all_embeddings"] = c.share_all_embeddings;
     j["source_vocab_size"] = c.source_vocab_size;
     j["target_vocab_size"] = c.target_vocab_size;
-    j["tokenizer"] = {{"source", c.source_tokenizer}, {"target", c.target_tokenizer}};
+    j["tokenizer"] = {{"source", c.source_tokenizer.spm}, {"target", c.target_tokenizer.spm}};
+    if (!c.source_tokenizer.vocab.empty())
+      j["tokenizer"]["source_vocab"] = c.source_tokenizer.vocab;
+    if (!c.target_tokenizer.vocab.empty())
+      j["tokenizer"]["target_vocab"] = c.target_tokenizer.vocab;
+    if (c.language_tags) j["tokenizer"]["language_tags"] = true;
   } else {
     j["vocab_size"] = c.target_vocab_size;
-    j["tokenizer"] = {{"model", c.target_tokenizer}};
+    j["tokenizer"] = {{"model", c.target_tokenizer.spm}};
+    if (!c.target_tokenizer.vocab.empty()) j["tokenizer"]["vocab"] = c.target_tokenizer.vocab;
   }
   j["share_decoder_input_output_embed"] = c.share_decoder_input_output_embed;
   if (c.output_bias) j["output_bias"] = true;
@@ -449,6 +566,9 @@ std::string ModelConfigToJson(const ModelConfig& c) {
                          {"pad", c.special.pad},
                          {"eos", c.special.eos},
                          {"unk", c.special.unk}};
+  if (c.special.decoder_start != c.special.eos) {
+    j["special_tokens"]["decoder_start"] = c.special.decoder_start;
+  }
   json norm = json::object();
   for (const auto& [site, nc] : c.norms) norm[NormSiteName(site)] = NormToJson(nc);
   j["norm"] = norm;

@@ -156,6 +156,14 @@ std::string NormConversionRefusal(const ModelConfig& config) {
                "residual add, whose mean no recentring of weights removes") +
            kFix;
   }
+  if (config.positions != PositionEncoding::kSinusoidal) {
+    return "the model's positions are not fairseq's sinusoids, whose zero-mean form the "
+           "converted model adds; only fairseq-style Pre-LN models convert";
+  }
+  if (!config.linear_bias) {
+    return "the model's projections have no biases, which the recentred outputs need; only "
+           "fairseq-style Pre-LN models convert";
+  }
   for (NormSite site : config.sites()) {
     const NormKind kind = config.norm(site).kind;
     if (kind == NormKind::kLayerNorm) continue;
@@ -187,7 +195,7 @@ ModelConfig ConvertNorm(const ModelConfig& config, std::map<std::string, at::Ten
     norm.kind = NormKind::kRMSNorm;
     norm.bias = true;
   }
-  converted.zero_mean_positions = true;
+  converted.positions = PositionEncoding::kSinusoidalZeroMean;
 
   const bool shared_tables = config.is_mt() && config.share_all_embeddings;
   const std::string target_table =
@@ -235,11 +243,7 @@ void ConvertModelDirectory(const std::string& input_dir, const std::string& outp
   const ModelConfig converted = ConvertNorm(config, weights, target, weights_path);
 
   fs::create_directories(output_dir);
-  std::vector<std::string> tokenizers = {config.target_tokenizer};
-  if (config.is_mt() && config.source_tokenizer != config.target_tokenizer) {
-    tokenizers.push_back(config.source_tokenizer);
-  }
-  for (const std::string& file : tokenizers) {
+  for (const std::string& file : config.tokenizer_files()) {
     fs::copy_file(ConfinedFile(input_dir, file), fs::path(output_dir) / file,
                   fs::copy_options::overwrite_existing);
   }

@@ -19,6 +19,10 @@ struct SpmApi {
                  std::string* error);
   bool (*decode)(const void* processor, const std::vector<int>& ids, std::string* text,
                  std::string* error);
+  bool (*encode_pieces)(const void* processor, const std::string& text,
+                        std::vector<std::string>* pieces, std::string* error);
+  bool (*decode_pieces)(const void* processor, const std::vector<std::string>& pieces,
+                        std::string* text, std::string* error);
   std::string (*piece)(const void* processor, int id);
   int (*size)(const void* processor);
   bool (*train)(const std::string& args, std::string* error);

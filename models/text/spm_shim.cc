@@ -46,6 +46,16 @@ bool Decode(const void* p, const std::vector<int>& ids, std::string* text, std::
   return Guarded(error, [&] { return Processor(p).Decode(ids, text); });
 }
 
+bool EncodePieces(const void* p, const std::string& text, std::vector<std::string>* pieces,
+                  std::string* error) {
+  return Guarded(error, [&] { return Processor(p).Encode(text, pieces); });
+}
+
+bool DecodePieces(const void* p, const std::vector<std::string>& pieces, std::string* text,
+                  std::string* error) {
+  return Guarded(error, [&] { return Processor(p).Decode(pieces, text); });
+}
+
 std::string Piece(const void* p, int id) { return Processor(p).IdToPiece(id); }
 
 int Size(const void* p) { return Processor(p).GetPieceSize(); }
@@ -56,7 +66,8 @@ bool Train(const std::string& args, std::string* error) {
   return status.ok();
 }
 
-constexpr normserve::SpmApi kApi = {Load, Destroy, Encode, Decode, Piece, Size, Train};
+constexpr normserve::SpmApi kApi = {Load,         Destroy, Encode, Decode, EncodePieces,
+                                    DecodePieces, Piece,   Size,   Train};
 
 }  // namespace
 

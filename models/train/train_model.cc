@@ -91,7 +91,7 @@ struct FeedForward {
   FeedForward(TensorRegistry& r, Init& init, const std::string& prefix, const ModelConfig& c)
       : fc1(r, init, prefix + ".fc1", c.embed_dim, c.ffn_dim),
         fc2(r, init, prefix + ".fc2", c.ffn_dim, c.embed_dim),
-        gelu(c.activation == "gelu") {}
+        gelu(c.activation == Activation::kGELU) {}
   at::Tensor operator()(const at::Tensor& x, double activation_dropout, const ForwardMode& mode,
                         const at::Generator& gen) const {
     const at::Tensor h = fc1(x);
@@ -145,9 +145,36 @@ struct TrainTransformer::Impl {
   }
 };
 
+namespace {
+
+// The trainer builds fairseq's Transformer; the architecture features of imported models
+// (models/io/hf_import.h) are served but not trained.
+void CheckTrainable(const ModelConfig& c) {
+  const auto refuse = [](const std::string& what) {
+    throw std::invalid_argument("the trainer does not train " + what +
+                                " (such models are imported and served, not trained here)");
+  };
+  if (c.activation != Activation::kReLU && c.activation != Activation::kGELU) {
+    refuse("activations other than relu and gelu");
+  }
+  if (c.positions != PositionEncoding::kSinusoidal &&
+      c.positions != PositionEncoding::kSinusoidalZeroMean) {
+    refuse("positions other than fairseq's sinusoids");
+  }
+  if (!c.scale_embedding) refuse("unscaled embeddings");
+  if (!c.linear_bias) refuse("projections without biases");
+  if (c.key_value_heads() != c.attention_heads) refuse("grouped-query attention");
+  if (c.special.pad == SpecialTokens::kNone) refuse("a model without <pad>");
+  if (c.special.decoder_start != c.special.eos) refuse("a decoder start other than </s>");
+  if (c.output_bias || c.stream_dim() != c.embed_dim) refuse("converted models");
+}
+
+}  // namespace
+
 TrainTransformer::TrainTransformer(const ModelConfig& c, const ModelTrainingOptions& options,
                                    uint64_t seed, at::ScalarType dtype)
     : impl_(std::make_unique<Impl>()) {
+  CheckTrainable(c);
   Impl& m = *impl_;
   m.config = c;
   m.options = options;
@@ -201,9 +228,9 @@ TrainTransformer::TrainTransformer(const ModelConfig& c, const ModelTrainingOpti
                     at::empty({c.target_vocab_size, d}, m.tensor_options)
                         .normal_(0, 1.0 / std::sqrt(static_cast<double>(d)), init.generator));
   }
-  m.positions =
-      SinusoidalTable(c.max_positions + c.special.pad + 1, d, c.special.pad, c.zero_mean_positions)
-          .to(dtype);
+  m.positions = SinusoidalTable(c.max_positions + c.special.pad + 1, d, c.special.pad,
+                                c.zero_mean_positions())
+                    .to(dtype);
 }
 
 TrainTransformer::~TrainTransformer() = default;

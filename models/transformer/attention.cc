@@ -16,43 +16,66 @@ void KVCache::Reorder(const at::Tensor& index) {
   }
 }
 
-MultiheadAttention::MultiheadAttention(int64_t stream_dim, int64_t dim, int64_t heads,
-                                       WeightStore& store, const std::string& prefix)
-    : heads_(heads), dim_(dim) {
-  const double scale = 1.0 / std::sqrt(static_cast<double>(dim / heads));
+MultiheadAttention::MultiheadAttention(const Shape& shape, WeightStore& store,
+                                       const std::string& prefix, const RotaryEmbedding* rotary)
+    : heads_(shape.heads),
+      kv_heads_(shape.kv_heads),
+      head_dim_(shape.head_dim),
+      q_dim_(shape.heads * shape.head_dim),
+      kv_dim_(shape.kv_heads * shape.head_dim),
+      rotary_(rotary) {
+  const double scale = 1.0 / std::sqrt(static_cast<double>(head_dim_));
+  const int64_t d = shape.stream_dim;
   const auto take = [&](const char* name, std::vector<int64_t> shape) {
     return store.Take(prefix + "." + name, std::move(shape));
   };
-  wqkv_ =
-      at::cat({take("q_proj.weight", {dim, stream_dim}) * scale,
-               take("k_proj.weight", {dim, stream_dim}), take("v_proj.weight", {dim, stream_dim})});
-  bqkv_ = at::cat(
-      {take("q_proj.bias", {dim}) * scale, take("k_proj.bias", {dim}), take("v_proj.bias", {dim})});
-  wo_ = take("out_proj.weight", {stream_dim, dim});
-  bo_ = take("out_proj.bias", {stream_dim});
+  wqkv_ = at::cat({take("q_proj.weight", {q_dim_, d}) * scale, take("k_proj.weight", {kv_dim_, d}),
+                   take("v_proj.weight", {kv_dim_, d})});
+  wo_ = take("out_proj.weight", {d, q_dim_});
+  if (shape.bias) {
+    bqkv_ = at::cat({take("q_proj.bias", {q_dim_}) * scale, take("k_proj.bias", {kv_dim_}),
+                     take("v_proj.bias", {kv_dim_})});
+    bo_ = take("out_proj.bias", {d});
+  }
 }
 
-at::Tensor MultiheadAttention::SplitHeads(const at::Tensor& x) const {
-  return x.view({x.size(0), x.size(1), heads_, x.size(2) / heads_}).transpose(1, 2);
+at::Tensor MultiheadAttention::SplitHeads(const at::Tensor& x, int64_t n) const {
+  return x.view({x.size(0), x.size(1), n, head_dim_}).transpose(1, 2);
 }
 
 at::Tensor MultiheadAttention::ProjectQuery(const at::Tensor& x) const {
-  return at::linear(x, wqkv_.narrow(0, 0, dim_), bqkv_.narrow(0, 0, dim_));
+  return at::linear(x, wqkv_.narrow(0, 0, q_dim_),
+                    bqkv_.defined() ? bqkv_.narrow(0, 0, q_dim_) : at::Tensor());
+}
+
+at::Tensor MultiheadAttention::ProjectAll(const at::Tensor& x) const {
+  return at::linear(x, wqkv_, bqkv_);
 }
 
 at::Tensor MultiheadAttention::Attend(const at::Tensor& q, const KVCache& kv,
                                       const at::Tensor& mask) const {
-  at::Tensor scores = at::matmul(SplitHeads(q), kv.keys.transpose(2, 3));
+  // Each key/value head serves heads / kv_heads query heads in a row (Hugging Face's
+  // repeat_kv): repeated here, where whole sequences are attended at once.
+  const int64_t group = heads_ / kv_heads_;
+  const at::Tensor keys = group == 1 ? kv.keys : kv.keys.repeat_interleave(group, 1);
+  const at::Tensor values = group == 1 ? kv.values : kv.values.repeat_interleave(group, 1);
+  at::Tensor scores = at::matmul(SplitHeads(q, heads_), keys.transpose(2, 3));
   if (mask.defined()) scores = scores + mask;
   const at::Tensor probs = at::softmax(scores, -1, at::kFloat).to(q.scalar_type());
-  const at::Tensor context = at::matmul(probs, kv.values).transpose(1, 2).reshape(q.sizes());
+  const at::Tensor context = at::matmul(probs, values).transpose(1, 2).reshape(q.sizes());
   return at::linear(context, wo_, bo_);
 }
 
 at::Tensor MultiheadAttention::SelfAttention(const at::Tensor& query, const at::Tensor& mask,
-                                             KVCache* cache) const {
-  const auto qkv = at::linear(query, wqkv_, bqkv_).chunk(3, -1);
-  KVCache step{SplitHeads(qkv[1]), SplitHeads(qkv[2])};
+                                             KVCache* cache, int64_t offset) const {
+  const at::Tensor qkv = ProjectAll(query);
+  at::Tensor q = qkv.narrow(-1, 0, q_dim_), k = qkv.narrow(-1, q_dim_, kv_dim_);
+  if (rotary_) {
+    q = rotary_->FromPosition(q, offset);
+    k = rotary_->FromPosition(k, offset);
+  }
+  KVCache step{SplitHeads(k, kv_heads_),
+               SplitHeads(qkv.narrow(-1, q_dim_ + kv_dim_, kv_dim_), kv_heads_)};
   if (cache) {
     if (cache->keys.defined()) {
       cache->keys = at::cat({cache->keys, step.keys}, 2);
@@ -60,17 +83,17 @@ at::Tensor MultiheadAttention::SelfAttention(const at::Tensor& query, const at::
     } else {
       *cache = step;
     }
-    return Attend(qkv[0], *cache, mask);
+    return Attend(q, *cache, mask);
   }
-  return Attend(qkv[0], step, mask);
+  return Attend(q, step, mask);
 }
 
 std::pair<at::Tensor, at::Tensor> MultiheadAttention::MemoryKeysValues(
     const at::Tensor& memory) const {
-  const auto kv =
-      at::linear(memory, wqkv_.narrow(0, dim_, 2 * dim_), bqkv_.narrow(0, dim_, 2 * dim_))
-          .chunk(2, -1);
-  return {SplitHeads(kv[0]), SplitHeads(kv[1])};
+  const auto kv = at::linear(memory, wqkv_.narrow(0, q_dim_, 2 * kv_dim_),
+                             bqkv_.defined() ? bqkv_.narrow(0, q_dim_, 2 * kv_dim_) : at::Tensor())
+                      .chunk(2, -1);
+  return {SplitHeads(kv[0], kv_heads_), SplitHeads(kv[1], kv_heads_)};
 }
 
 at::Tensor MultiheadAttention::CrossAttention(const at::Tensor& query, const at::Tensor& memory,
@@ -80,9 +103,17 @@ at::Tensor MultiheadAttention::CrossAttention(const at::Tensor& query, const at:
 }
 
 at::Tensor MultiheadAttention::StepSelfAttention(const at::Tensor& query, at::Tensor& keys,
-                                                 at::Tensor& values, const StepRows& rows) const {
+                                                 at::Tensor& values, const StepRows& rows,
+                                                 const at::Tensor& positions) const {
+  at::Tensor qkv = ProjectAll(query);
+  if (rotary_) {
+    qkv = at::cat({rotary_->AtPositions(qkv.narrow(1, 0, q_dim_), positions),
+                   rotary_->AtPositions(qkv.narrow(1, q_dim_, kv_dim_), positions),
+                   qkv.narrow(1, q_dim_ + kv_dim_, kv_dim_)},
+                  1);
+  }
   const at::Tensor context =
-      normserve::StepSelfAttention(at::linear(query, wqkv_, bqkv_), keys, values, rows, heads_);
+      normserve::StepSelfAttention(qkv, keys, values, rows, heads_, kv_heads_);
   return at::linear(context, wo_, bo_);
 }
 

@@ -1,5 +1,7 @@
 // Multi-head attention with fairseq's parameter names (q_proj, k_proj, v_proj, out_proj)
-// and a key/value cache for incremental decoding.
+// and a key/value cache for incremental decoding; with grouped-query attention (fewer key
+// and value heads than query heads, each shared by a group of query heads), optional
+// biases and optional rotary positions (rotary.h).
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -7,12 +9,14 @@
 #include <string>
 #include <utility>
 
+#include "models/transformer/rotary.h"
+
 namespace normserve {
 
 class WeightStore;
 struct StepRows;
 
-// Keys and values seen so far, [batch, heads, steps, head_dim] each.
+// Keys and values seen so far, [batch, key/value heads, steps, head_dim] each.
 struct KVCache {
   at::Tensor keys;
   at::Tensor values;
@@ -22,14 +26,23 @@ struct KVCache {
 class MultiheadAttention {
  public:
   MultiheadAttention() = default;
-  // Reads [stream_dim] inputs and writes [stream_dim] outputs; q, k and v have dim =
-  // heads * head_dim channels (stream_dim is dim - 1 in a Pre-CRMSNorm model).
-  MultiheadAttention(int64_t stream_dim, int64_t dim, int64_t heads, WeightStore& store,
-                     const std::string& prefix);
+  struct Shape {
+    int64_t stream_dim;  // inputs and outputs (embed_dim - 1 in a Pre-CRMSNorm model)
+    int64_t heads;       // query heads of head_dim channels each
+    int64_t kv_heads;    // key/value heads; divides heads
+    int64_t head_dim;
+    bool bias;  // the projections have biases
+  };
+  // `rotary` (owned by the model, one table for all layers) turns queries and keys: a rotary
+  // model's self-attention; nullptr elsewhere.
+  MultiheadAttention(const Shape& shape, WeightStore& store, const std::string& prefix,
+                     const RotaryEmbedding* rotary = nullptr);
 
-  // Self-attention over query [B, T, D]: appends its keys and values to `cache` (when given)
-  // and attends to everything cached. `mask` is additive, broadcastable to [B, H, T, keys].
-  at::Tensor SelfAttention(const at::Tensor& query, const at::Tensor& mask, KVCache* cache) const;
+  // Self-attention over query [B, T, D] at positions offset..offset+T-1: appends its keys
+  // and values to `cache` (when given) and attends to everything cached. `mask` is additive,
+  // broadcastable to [B, H, T, keys].
+  at::Tensor SelfAttention(const at::Tensor& query, const at::Tensor& mask, KVCache* cache,
+                           int64_t offset = 0) const;
   // Attention to a fixed memory [B, S, D] whose keys and values are computed once and kept
   // in `cache`.
   at::Tensor CrossAttention(const at::Tensor& query, const at::Tensor& memory,
@@ -37,8 +50,9 @@ class MultiheadAttention {
 
   // The step engine's forms (step_attention.h): one new position per row [R, D], with the
   // keys and values in cache slots.
+  // `positions` [R] on the model's device: rows.position, for the rotary angles.
   at::Tensor StepSelfAttention(const at::Tensor& query, at::Tensor& keys, at::Tensor& values,
-                               const StepRows& rows) const;
+                               const StepRows& rows, const at::Tensor& positions) const;
   at::Tensor StepCrossAttention(const at::Tensor& query, const at::Tensor& keys,
                                 const at::Tensor& values, const StepRows& rows) const;
   // The keys and values of a memory [B, S, D] as the cross-attention keeps them, each
@@ -48,16 +62,21 @@ class MultiheadAttention {
   void To(const at::Device& device);
 
  private:
-  at::Tensor SplitHeads(const at::Tensor& x) const;  // [B, T, D] -> [B, H, T, Dh]
+  // [B, T, n * Dh] -> [B, n, T, Dh]
+  at::Tensor SplitHeads(const at::Tensor& x, int64_t n) const;
   at::Tensor Attend(const at::Tensor& q, const KVCache& kv, const at::Tensor& mask) const;
   at::Tensor ProjectQuery(const at::Tensor& x) const;
+  // The projected queries, keys and values [..., q_dim + 2 kv_dim] of `x`.
+  at::Tensor ProjectAll(const at::Tensor& x) const;
 
-  int64_t heads_ = 1;
-  int64_t dim_ = 0;  // heads * head_dim
-  // q, k and v projections in one [3D, stream_dim] matrix (one matrix product instead of three),
-  // with the query rows and bias already scaled by 1/sqrt(head_dim).
+  int64_t heads_ = 1, kv_heads_ = 1, head_dim_ = 0;
+  int64_t q_dim_ = 0, kv_dim_ = 0;  // heads * head_dim, kv_heads * head_dim
+  // q, k and v projections in one [q_dim + 2 kv_dim, stream_dim] matrix (one matrix product
+  // instead of three), with the query rows and bias already scaled by 1/sqrt(head_dim).
+  // Biases are undefined in a model without them.
   at::Tensor wqkv_, bqkv_;
   at::Tensor wo_, bo_;
+  const RotaryEmbedding* rotary_ = nullptr;
 };
 
 }  // namespace normserve

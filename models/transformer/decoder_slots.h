@@ -16,6 +16,7 @@ namespace normserve {
 
 class DecoderSlots {
  public:
+  // `heads` are key/value heads (fewer than the query heads in grouped-query attention);
   // `max_steps` bounds T (the model's max_positions).
   DecoderSlots(int64_t layers, int64_t heads, int64_t head_dim, bool cross_attention,
                int64_t max_steps, at::TensorOptions options);

@@ -16,7 +16,8 @@ int64_t Longest(const std::vector<int64_t>& lengths) {
   return lengths.empty() ? 0 : *std::max_element(lengths.begin(), lengths.end());
 }
 
-// Attends q [R, H, 1, Dh] over the first lengths[r] of keys/values [R, H, n, Dh].
+// Attends q [R, KVH, G, Dh] (G query heads per key/value head) over the first lengths[r] of
+// keys/values [R, KVH, n, Dh]; returns [R, KVH * G * Dh].
 at::Tensor MaskedAttention(const at::Tensor& q, const at::Tensor& keys, const at::Tensor& values,
                            const at::Tensor& lengths) {
   const int64_t n = keys.size(2);
@@ -24,7 +25,7 @@ at::Tensor MaskedAttention(const at::Tensor& q, const at::Tensor& keys, const at
   const at::Tensor beyond = at::arange(n, lengths.options()).unsqueeze(0) >= lengths.unsqueeze(1);
   scores.masked_fill_(beyond.view({q.size(0), 1, 1, n}), -std::numeric_limits<float>::infinity());
   const at::Tensor probs = at::softmax(scores, -1, at::kFloat).to(q.scalar_type());
-  return at::matmul(probs, values).reshape({q.size(0), q.size(1) * q.size(3)});
+  return at::matmul(probs, values).reshape({q.size(0), -1});
 }
 
 bool OnCpuKernel(const at::Tensor& t) {
@@ -34,16 +35,18 @@ bool OnCpuKernel(const at::Tensor& t) {
 }  // namespace
 
 at::Tensor StepSelfAttentionReference(const at::Tensor& qkv, at::Tensor& keys, at::Tensor& values,
-                                      const StepRows& rows, int64_t heads) {
-  const int64_t r = rows.size(), dim = qkv.size(1) / 3, head_dim = dim / heads;
+                                      const StepRows& rows, int64_t heads, int64_t kv_heads) {
+  const int64_t r = rows.size(), head_dim = keys.size(3);
+  const int64_t q_dim = heads * head_dim, kv_dim = kv_heads * head_dim;
   const at::Tensor slot = HostIndex(rows.slot, keys.device());
   const at::Tensor position = HostIndex(rows.position, keys.device());
   using at::indexing::Slice;
-  keys.index_put_({slot, Slice(), position}, qkv.narrow(1, dim, dim).view({r, heads, head_dim}));
+  keys.index_put_({slot, Slice(), position},
+                  qkv.narrow(1, q_dim, kv_dim).view({r, kv_heads, head_dim}));
   values.index_put_({slot, Slice(), position},
-                    qkv.narrow(1, 2 * dim, dim).view({r, heads, head_dim}));
+                    qkv.narrow(1, q_dim + kv_dim, kv_dim).view({r, kv_heads, head_dim}));
   const int64_t n = Longest(rows.position) + 1;
-  return MaskedAttention(qkv.narrow(1, 0, dim).reshape({r, heads, 1, head_dim}),
+  return MaskedAttention(qkv.narrow(1, 0, q_dim).reshape({r, kv_heads, heads / kv_heads, head_dim}),
                          keys.index_select(0, slot).narrow(2, 0, n),
                          values.index_select(0, slot).narrow(2, 0, n), position + 1);
 }
@@ -60,13 +63,13 @@ at::Tensor StepCrossAttentionReference(const at::Tensor& query, const at::Tensor
 }
 
 at::Tensor StepSelfAttention(const at::Tensor& qkv, at::Tensor& keys, at::Tensor& values,
-                             const StepRows& rows, int64_t heads) {
+                             const StepRows& rows, int64_t heads, int64_t kv_heads) {
   if (!OnCpuKernel(qkv) || !OnCpuKernel(keys) || !OnCpuKernel(values)) {
-    return StepSelfAttentionReference(qkv, keys, values, rows, heads);
+    return StepSelfAttentionReference(qkv, keys, values, rows, heads, kv_heads);
   }
-  const int64_t dim = qkv.size(1) / 3;
-  at::Tensor out = at::empty({rows.size(), dim}, qkv.options());
-  cpu::StepSelfAttention(qkv.data_ptr<float>(), rows.size(), heads, dim / heads,
+  const int64_t head_dim = keys.size(3);
+  at::Tensor out = at::empty({rows.size(), heads * head_dim}, qkv.options());
+  cpu::StepSelfAttention(qkv.data_ptr<float>(), rows.size(), heads, kv_heads, head_dim,
                          keys.data_ptr<float>(), values.data_ptr<float>(), keys.size(2),
                          rows.slot.data(), rows.position.data(), out.data_ptr<float>());
   return out;

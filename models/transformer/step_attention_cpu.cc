@@ -45,22 +45,32 @@ constexpr int64_t kGrain = 16;
 
 }  // namespace
 
-void StepSelfAttention(const float* qkv, int64_t rows, int64_t heads, int64_t head_dim, float* keys,
-                       float* values, int64_t capacity, const int64_t* slot,
-                       const int64_t* position, float* out) {
-  const int64_t dim = heads * head_dim;
+void StepSelfAttention(const float* qkv, int64_t rows, int64_t heads, int64_t kv_heads,
+                       int64_t head_dim, float* keys, float* values, int64_t capacity,
+                       const int64_t* slot, const int64_t* position, float* out) {
+  const int64_t q_dim = heads * head_dim, kv_dim = kv_heads * head_dim;
+  const int64_t row_size = q_dim + 2 * kv_dim, group = heads / kv_heads;
+  const auto cached = [&](int64_t r, int64_t kv_head) {
+    return (slot[r] * kv_heads + kv_head) * capacity * head_dim;
+  };
+  // Every new key and value first, then the attention: the query heads of a group read the
+  // key that one task writes.
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t g = 0; g < kv_heads; ++g) {
+      const float* row = qkv + r * row_size + q_dim + g * head_dim;
+      const int64_t at = cached(r, g) + position[r] * head_dim;
+      std::copy(row, row + head_dim, keys + at);
+      std::copy(row + kv_dim, row + kv_dim + head_dim, values + at);
+    }
+  }
   at::parallel_for(0, rows * heads, kGrain, [&](int64_t begin, int64_t end) {
     std::vector<float> scores;
     for (int64_t task = begin; task < end; ++task) {
       const int64_t r = task / heads, h = task % heads;
-      const float* row = qkv + r * 3 * dim + h * head_dim;
-      const int64_t offset = (slot[r] * heads + h) * capacity * head_dim;
-      float* k = keys + offset;
-      float* v = values + offset;
-      std::copy(row + dim, row + dim + head_dim, k + position[r] * head_dim);
-      std::copy(row + 2 * dim, row + 2 * dim + head_dim, v + position[r] * head_dim);
+      const int64_t offset = cached(r, h / group);
       scores.resize(position[r] + 1);
-      AttendOne(row, k, v, position[r] + 1, head_dim, scores.data(), out + r * dim + h * head_dim);
+      AttendOne(qkv + r * row_size + h * head_dim, keys + offset, values + offset, position[r] + 1,
+                head_dim, scores.data(), out + r * q_dim + h * head_dim);
     }
   });
 }

@@ -15,26 +15,54 @@
 namespace normserve {
 namespace {
 
+// fc2(act(fc1(x))), or with SwiGLU fc2(silu(fc_gate(x)) * fc1(x)) (Llama's gate_proj, up_proj
+// and down_proj), the gate and fc1 in one matrix product.
 class FeedForward {
  public:
   FeedForward() = default;
   FeedForward(const ModelConfig& c, WeightStore& store, const std::string& prefix)
-      : gelu_(c.activation == "gelu"),
-        w1_(store.Take(prefix + ".fc1.weight", {c.ffn_dim, c.stream_dim()})),
-        b1_(store.Take(prefix + ".fc1.bias", {c.ffn_dim})),
-        w2_(store.Take(prefix + ".fc2.weight", {c.stream_dim(), c.ffn_dim})),
-        b2_(store.Take(prefix + ".fc2.bias", {c.stream_dim()})) {}
+      : activation_(c.activation) {
+    const int64_t d = c.stream_dim(), f = c.ffn_dim;
+    w1_ = store.Take(prefix + ".fc1.weight", {f, d});
+    if (activation_ == Activation::kSwiGLU) {
+      w1_ = at::cat({store.Take(prefix + ".fc_gate.weight", {f, d}), w1_});
+    }
+    w2_ = store.Take(prefix + ".fc2.weight", {d, f});
+    if (c.linear_bias) {
+      if (activation_ == Activation::kSwiGLU) {
+        b1_ = at::cat(
+            {store.Take(prefix + ".fc_gate.bias", {f}), store.Take(prefix + ".fc1.bias", {f})});
+      } else {
+        b1_ = store.Take(prefix + ".fc1.bias", {f});
+      }
+      b2_ = store.Take(prefix + ".fc2.bias", {d});
+    }
+  }
 
   at::Tensor operator()(const at::Tensor& x) const {
     const at::Tensor h = at::linear(x, w1_, b1_);
-    return at::linear(gelu_ ? at::gelu(h) : at::relu(h), w2_, b2_);
+    switch (activation_) {
+      case Activation::kReLU:
+        return at::linear(at::relu(h), w2_, b2_);
+      case Activation::kGELU:
+        return at::linear(at::gelu(h), w2_, b2_);
+      case Activation::kSiLU:
+        return at::linear(at::silu(h), w2_, b2_);
+      case Activation::kSwiGLU: {
+        const auto gate_and_up = h.chunk(2, -1);
+        return at::linear(at::silu(gate_and_up[0]) * gate_and_up[1], w2_, b2_);
+      }
+    }
+    return h;
   }
   void To(const at::Device& d) {
-    for (at::Tensor* t : {&w1_, &b1_, &w2_, &b2_}) *t = t->to(d);
+    for (at::Tensor* t : {&w1_, &b1_, &w2_, &b2_}) {
+      if (t->defined()) *t = t->to(d);
+    }
   }
 
  private:
-  bool gelu_ = false;
+  Activation activation_ = Activation::kReLU;
   at::Tensor w1_, b1_, w2_, b2_;
 };
 
@@ -87,6 +115,7 @@ at::Tensor CausalMask(int64_t new_steps, int64_t past_steps, const at::TensorOpt
 }  // namespace
 
 struct Transformer::Layers {
+  RotaryEmbedding rotary;  // a rotary model's, shared by its self-attention layers
   TokenEmbedding source_embedding, target_embedding;
   std::vector<EncoderLayer> encoder;
   std::vector<DecoderLayer> decoder;
@@ -107,18 +136,25 @@ void DecoderState::Reorder(const at::Tensor& index) {
 
 Transformer::Transformer(const ModelConfig& c, WeightStore& store)
     : config_(c), layers_(std::make_unique<Layers>()) {
-  // The residual stream has d channels, attention dim (d - 1 and d in Pre-CRMSNorm).
-  const int64_t d = c.stream_dim(), dim = c.embed_dim;
+  // The residual stream has d channels, attention heads * head_dim (d - 1 and d in
+  // Pre-CRMSNorm).
+  const int64_t d = c.stream_dim();
   auto& L = *layers_;
   const auto layer_norm = [&](NormSite site, const std::string& prefix) {
     return Norm(c.norm(site), d, store, prefix);
   };
+  if (c.positions == PositionEncoding::kRotary) {
+    L.rotary = RotaryEmbedding(c.head_dim(), c.rope_theta, c.max_positions);
+  }
+  const MultiheadAttention::Shape shape{d, c.attention_heads, c.key_value_heads(), c.head_dim(),
+                                        c.linear_bias};
   const auto attention = [&](const std::string& prefix) {
-    return MultiheadAttention(d, dim, c.attention_heads, store, prefix);
+    return MultiheadAttention(shape, store, prefix);
   };
-  const auto embedding = [&](const at::Tensor& table) {
-    return TokenEmbedding(table, dim, c.max_positions, c.special.pad, c.zero_mean_positions);
+  const auto self_attention = [&](const std::string& prefix) {
+    return MultiheadAttention(shape, store, prefix, L.rotary.enabled() ? &L.rotary : nullptr);
   };
+  const auto embedding = [&](const at::Tensor& table) { return TokenEmbedding(table, c); };
   at::Tensor target_table;
   if (c.is_mt()) {
     const at::Tensor source_table =
@@ -129,7 +165,7 @@ Transformer::Transformer(const ModelConfig& c, WeightStore& store)
                        : store.Take("decoder.embed_tokens.weight", {c.target_vocab_size, d});
     for (int64_t i = 0; i < c.encoder_layers; ++i) {
       const std::string p = "encoder.layers." + std::to_string(i);
-      L.encoder.push_back({attention(p + ".self_attn"),
+      L.encoder.push_back({self_attention(p + ".self_attn"),
                            layer_norm(NormSite::kEncoderSelfAttn, p + ".self_attn_layer_norm"),
                            layer_norm(NormSite::kEncoderFfn, p + ".final_layer_norm"),
                            FeedForward(c, store, p)});
@@ -142,7 +178,7 @@ Transformer::Transformer(const ModelConfig& c, WeightStore& store)
   for (int64_t i = 0; i < c.decoder_layers; ++i) {
     const std::string p = "decoder.layers." + std::to_string(i);
     DecoderLayer layer;
-    layer.self_attn = attention(p + ".self_attn");
+    layer.self_attn = self_attention(p + ".self_attn");
     layer.self_attn_norm = layer_norm(NormSite::kDecoderSelfAttn, p + ".self_attn_layer_norm");
     if (c.is_mt()) {
       layer.cross_attn = attention(p + ".encoder_attn");
@@ -171,7 +207,7 @@ Transformer::Transformer(Transformer&&) noexcept = default;
 EncoderOutput Transformer::Encode(const at::Tensor& tokens) const {
   const NormForwardTiming norm_timing;  // samples the norm layers' time (norm_timing.h)
   const auto& L = *layers_;
-  const at::Tensor padding = tokens.eq(config_.special.pad);
+  const at::Tensor padding = tokens.eq(config_.special.padding());
   const at::Tensor mask = at::zeros(padding.sizes(), L.source_embedding.table().options())
                               .masked_fill(padding, -std::numeric_limits<float>::infinity())
                               .view({tokens.size(0), 1, 1, tokens.size(1)});
@@ -212,9 +248,11 @@ at::Tensor Transformer::Decode(const at::Tensor& tokens, DecoderState& state) co
   for (size_t i = 0; i < L.decoder.size(); ++i) {
     const DecoderLayer& layer = L.decoder[i];
     KVCache* self_cache = &state.self_attention[i];
-    blocks.push_back({&layer.self_attn_norm, [&layer, &causal, self_cache](const at::Tensor& h) {
-                        return layer.self_attn.SelfAttention(h, causal, self_cache);
-                      }});
+    const int64_t offset = state.steps;
+    blocks.push_back(
+        {&layer.self_attn_norm, [&layer, &causal, self_cache, offset](const at::Tensor& h) {
+           return layer.self_attn.SelfAttention(h, causal, self_cache, offset);
+         }});
     if (config_.is_mt()) {
       KVCache* cross_cache = &state.cross_attention[i];
       blocks.push_back({&layer.cross_attn_norm, [&layer, &state, cross_cache](const at::Tensor& h) {
@@ -231,8 +269,8 @@ at::Tensor Transformer::Decode(const at::Tensor& tokens, DecoderState& state) co
 
 DecoderSlots Transformer::MakeSlots() const {
   const ModelConfig& c = config_;
-  return DecoderSlots(c.decoder_layers, c.attention_heads, c.embed_dim / c.attention_heads,
-                      c.is_mt(), c.max_positions, layers_->output_projection.options());
+  return DecoderSlots(c.decoder_layers, c.key_value_heads(), c.head_dim(), c.is_mt(),
+                      c.max_positions, layers_->output_projection.options());
 }
 
 void Transformer::EncodeIntoSlots(const at::Tensor& tokens, const std::vector<int64_t>& sources,
@@ -276,8 +314,8 @@ at::Tensor Transformer::Step(const at::Tensor& tokens, const StepRows& rows,
   for (size_t i = 0; i < L.decoder.size(); ++i) {
     const DecoderLayer& layer = L.decoder[i];
     blocks.push_back({&layer.self_attn_norm, [&, i](const at::Tensor& h) {
-                        return layer.self_attn.StepSelfAttention(h, slots.self_keys[i],
-                                                                 slots.self_values[i], rows);
+                        return layer.self_attn.StepSelfAttention(
+                            h, slots.self_keys[i], slots.self_values[i], rows, positions);
                       }});
     if (config_.is_mt()) {
       blocks.push_back({&layer.cross_attn_norm, [&, i](const at::Tensor& h) {
@@ -294,6 +332,7 @@ at::Tensor Transformer::Step(const at::Tensor& tokens, const StepRows& rows,
 void Transformer::To(const at::Device& device) {
   device_ = device;
   auto& L = *layers_;
+  L.rotary.To(device);
   L.source_embedding.To(device);
   L.target_embedding.To(device);
   for (EncoderLayer& l : L.encoder) {

@@ -21,13 +21,18 @@ void CheckInvariants(const normserve::ModelConfig& c) {
   Check(c.decoder_layers >= 1 && c.max_positions >= 1);
   Check(c.is_mt() ? c.encoder_layers >= 1 : c.encoder_layers == 0);
   Check(c.target_vocab_size >= 1 && (!c.is_mt() || c.source_vocab_size >= 1));
-  for (int64_t id : {c.special.bos, c.special.pad, c.special.eos, c.special.unk}) {
+  for (int64_t id : {c.special.bos, c.special.padding(), c.special.eos, c.special.unk,
+                     c.special.decoder_start}) {
     Check(id >= 0 && id < c.target_vocab_size);
     Check(!c.is_mt() || id < c.source_vocab_size);
   }
   Check(c.special.pad != c.special.eos && c.special.pad != c.special.unk);
-  Check(!c.target_tokenizer.empty() && c.target_tokenizer.find('/') == std::string::npos);
-  Check(!c.is_mt() || c.source_tokenizer.find('/') == std::string::npos);
+  Check(c.special.pad != normserve::SpecialTokens::kNone || !c.is_mt());
+  Check(c.attention_heads % c.key_value_heads() == 0);
+  for (const std::string& file : c.tokenizer_files()) {
+    Check(!file.empty() && file.find('/') == std::string::npos);
+  }
+  Check(!c.target_tokenizer.spm.empty());
   for (normserve::NormSite site : c.sites()) {
     const normserve::NormConfig& n = c.norm(site);  // throws (and aborts) when missing
     Check(n.eps > 0 && n.group_eps > 0 && n.partial > 0 && n.partial <= 1 && n.groups >= 1);

@@ -130,10 +130,10 @@ TEST(NormConversionTest, EachRecentringStepIsNeeded) {
   const ModelConfig converted = ConvertNorm(config, converted_weights, NormKind::kRMSNorm, "enlm");
 
   ModelConfig norm_only = converted;
-  norm_only.zero_mean_positions = false;
+  norm_only.positions = PositionEncoding::kSinusoidal;
   norm_only.share_decoder_input_output_embed = true;
   ModelConfig raw_positions = converted;
-  raw_positions.zero_mean_positions = false;
+  raw_positions.positions = PositionEncoding::kSinusoidal;
   ModelConfig tied = converted;
   tied.share_decoder_input_output_embed = true;
   Weights tied_weights = converted_weights;

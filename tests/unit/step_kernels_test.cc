@@ -40,22 +40,27 @@ TEST(StepAttentionTest, SelfAttentionKernelMatchesFloat64Reference) {
   c10::InferenceMode guard;
   std::mt19937_64 rng(seed);
   at::manual_seed(seed);
-  for (int trial = 0; trial < 20; ++trial) {
-    const StepRows rows = RandomRows(rng);
-    const at::Tensor qkv = at::randn({kRows, 3 * kHeads * kHeadDim});
-    at::Tensor keys = at::randn({kSlots, kHeads, kSteps, kHeadDim});
-    at::Tensor values = at::randn({kSlots, kHeads, kSteps, kHeadDim});
-    at::Tensor keys64 = keys.to(at::kDouble), values64 = values.to(at::kDouble);
-    const at::Tensor expected =
-        StepSelfAttentionReference(qkv.to(at::kDouble), keys64, values64, rows, kHeads);
-    at::Tensor out = at::full({kRows, kHeads * kHeadDim}, NAN);  // poisoned
-    cpu::StepSelfAttention(qkv.data_ptr<float>(), kRows, kHeads, kHeadDim, keys.data_ptr<float>(),
-                           values.data_ptr<float>(), kSteps, rows.slot.data(), rows.position.data(),
-                           out.data_ptr<float>());
-    EXPECT_TRUE(at::allclose(out.to(at::kDouble), expected, 1e-5, 1e-5)) << "trial " << trial;
-    // The new keys and values were written where the reference wrote them, nothing else.
-    EXPECT_TRUE(at::allclose(keys.to(at::kDouble), keys64, 1e-6, 1e-6));
-    EXPECT_TRUE(at::allclose(values.to(at::kDouble), values64, 1e-6, 1e-6));
+  // Plain multi-head, one key/value head for all (multi-query) and groups of three.
+  for (const auto& [heads, kv_heads] :
+       {std::pair<int64_t, int64_t>{kHeads, kHeads}, {kHeads, 1}, {2 * kHeads, 2}}) {
+    for (int trial = 0; trial < 20; ++trial) {
+      const StepRows rows = RandomRows(rng);
+      const at::Tensor qkv = at::randn({kRows, (heads + 2 * kv_heads) * kHeadDim});
+      at::Tensor keys = at::randn({kSlots, kv_heads, kSteps, kHeadDim});
+      at::Tensor values = at::randn({kSlots, kv_heads, kSteps, kHeadDim});
+      at::Tensor keys64 = keys.to(at::kDouble), values64 = values.to(at::kDouble);
+      const at::Tensor expected =
+          StepSelfAttentionReference(qkv.to(at::kDouble), keys64, values64, rows, heads, kv_heads);
+      at::Tensor out = at::full({kRows, heads * kHeadDim}, NAN);  // poisoned
+      cpu::StepSelfAttention(qkv.data_ptr<float>(), kRows, heads, kv_heads, kHeadDim,
+                             keys.data_ptr<float>(), values.data_ptr<float>(), kSteps,
+                             rows.slot.data(), rows.position.data(), out.data_ptr<float>());
+      EXPECT_TRUE(at::allclose(out.to(at::kDouble), expected, 1e-5, 1e-5))
+          << "heads " << heads << " kv_heads " << kv_heads << " trial " << trial;
+      // The new keys and values were written where the reference wrote them, nothing else.
+      EXPECT_TRUE(at::allclose(keys.to(at::kDouble), keys64, 1e-6, 1e-6));
+      EXPECT_TRUE(at::allclose(values.to(at::kDouble), values64, 1e-6, 1e-6));
+    }
   }
 }
 
@@ -92,7 +97,7 @@ TEST(StepScoresTest, LogProbRowsMatchFloat64LogSoftmaxPlusOffsets) {
         at::log_softmax(logits.to(at::kDouble), -1) + offsets.to(at::kDouble).unsqueeze(1);
     expected.select(1, pad).fill_(-INFINITY);
     expected.select(1, bos).fill_(-INFINITY);
-    LogProbRows(logits.data_ptr<float>(), rows, vocab, offsets.data_ptr<float>(), pad, bos);
+    LogProbRows(logits.data_ptr<float>(), rows, vocab, offsets.data_ptr<float>(), {pad, bos});
     const at::Tensor finite = expected.isfinite();
     EXPECT_TRUE(at::equal(logits.isfinite(), finite));
     EXPECT_LT(
@@ -104,7 +109,7 @@ TEST(StepScoresTest, LogProbRowsMatchFloat64LogSoftmaxPlusOffsets) {
 TEST(StepScoresTest, ARowWithNaNHasNoPossibleToken) {
   at::Tensor logits = at::randn({3, 50});
   logits[1][20] = NAN;
-  LogProbRows(logits.data_ptr<float>(), 3, 50, nullptr, 1, 0);
+  LogProbRows(logits.data_ptr<float>(), 3, 50, nullptr, {1, 0});
   EXPECT_TRUE(logits[1].isneginf().all().item<bool>());
   EXPECT_TRUE(logits[0].isfinite().sum().item<int64_t>() == 48);
   EXPECT_TRUE(logits[2].isfinite().sum().item<int64_t>() == 48);
