@@ -148,6 +148,42 @@ class FairseqParityTest(unittest.TestCase):
                     for i, (a, b) in enumerate(zip(ours, expected)):
                         self.assertEqual(a, b, f"text {i}: {self.probe_texts[i]!r}")
 
+    def test_unsupported_options_are_refused(self):
+        """A checkpoint whose options normserve would compute differently: exit 1, naming it."""
+        name = next((n for n in self.names if n.startswith("mt_")), self.names[0])
+        ref = self.reference(name)
+        edited = os.path.join(self.work, "edited-")
+        cases = {"encoder_learned_pos": True, "decoder_learned_pos": True,
+                 "layernorm_embedding": True, "no_scale_embedding": True,
+                 "adaptive_softmax_cutoff": "100,200", "cross_self_attention": True,
+                 "activation_fn": "gelu_accurate", "encoder_norm_self": "group",
+                 "decoder_output_dim": 64}
+        # One checkpoint per option, written in one run of the venv's python.
+        edit = ("import json, sys, torch\n"
+                "c = torch.load(sys.argv[1])\n"
+                "m = c['cfg']['model']\n"
+                "m = m if isinstance(m, dict) else vars(m)\n"
+                "for option, value in json.loads(sys.argv[3]).items():\n"
+                "    old = m.get(option)\n"
+                "    m[option] = value\n"
+                "    torch.save(c, sys.argv[2] + option + '.pt')\n"
+                "    m[option] = old\n")
+        subprocess.run([self.python, "-c", edit, os.path.join(self.work, name, "checkpoint_best.pt"),
+                        edited, json.dumps(cases)], check=True)
+        for option in cases:
+            with self.subTest(option=option):
+                out = os.path.join(self.work, "refused", option)
+                run = subprocess.run(
+                    [self.python, os.path.join(ROOT, "scripts", "import-fairseq.py"),
+                     "--checkpoint", edited + option + ".pt",
+                     "--data-dir", os.path.join(self.work, name, "data"), "--spm", *ref["spm"],
+                     "--out", out],
+                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                print(f"fairseq parity refused {option}: {run.stderr.strip()}", flush=True)
+                self.assertEqual(run.returncode, 1, run.stderr)
+                self.assertIn(option, run.stderr)
+                self.assertFalse(os.path.exists(os.path.join(out, "config.json")))
+
     def test_score_matches_fairseq(self):
         server = NormservedProcess(self.normserved, self.repository, "--threads", "1")
         try:
