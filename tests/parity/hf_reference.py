@@ -35,11 +35,10 @@ suppress) and one entry in "texts" per text:
                       max_length_a 1.5 and max_length_b 10.
     greedy_ids, greedy_eos, greedy_text, greedy_margin
                       as above (after decoder_start_token_id, which is not in them).
-    beam_ids, beam_eos, beam_text, beam_score
-                      the best of a beam-4 search, length_penalty 1.0, beam_score its
-                      normalized score (normserve's rule, see below).
-    beam_ids_hf_rule, beam_score_hf_rule
-                      the same search with transformers' own length normalization.
+    beam_ids, beam_eos, beam_text, beam_score, beam_logprob
+                      the best of a beam-4 search, length_penalty 1.0: beam_score is its
+                      normalized score as transformers gives it, beam_logprob the sum of its
+                      tokens' (and </s>'s) log-probabilities by a Score pass.
     target_text, target_ids, score_logprobs
                       a Score of target_text (the next text of the list) given the source:
                       target_ids = MarianTokenizer(text_target=...).input_ids WITH its </s>;
@@ -65,17 +64,16 @@ How the searches map normserve's decoding (models/decoding/) onto generate():
   sentence_beams.cc: each step ranks the best 2K expansions; a </s> among the best K finishes
   a hypothesis; the best K others stay live; with early_stopping=True the sentence is done
   once K hypotheses have finished; at max_new_tokens the live beams finish without </s>,
-  scored by their own length. Two differences, both checked:
-  1. Length normalization of a hypothesis that ends with </s>: normserve divides by
-     (tokens + 1)^length_penalty, counting the </s> (fairseq's rule); transformers 4.40.2
-     divides by tokens^length_penalty (BeamSearchScorer.process passes generated_len =
-     cur_len - decoder_prompt_len, which leaves the </s> out; finalize's unfinished beams
-     use their full length, as normserve does). beam_ids applies normserve's rule, by adding
-     1 to that one generated_len while BeamSearchScorer.process runs (count_eos_in_length);
-     beam_ids_hf_rule is transformers unchanged. "summary" counts where they differ.
-  2. When a step finishes more than the K-th hypothesis, normserve keeps the first ones in
-     candidate order and drops the rest; BeamHypotheses keeps the best K of all. Those of one
-     step have the same length, so the best hypothesis (n_best 1) is the same either way.
+  scored by their own length.
+  Length normalization agrees: a hypothesis that ends with </s> is divided by
+  (tokens + 1)^length_penalty, counting the </s>, in both (BeamSearchScorer.process takes
+  cur_len = input_ids.shape[-1] + 1, so its generated_len includes the </s>); an unfinished
+  one at max_new_tokens by tokens^length_penalty (finalize). "summary" counts the texts whose
+  beam_score is beam_logprob / (len(beam_ids) + beam_eos), which is all of them.
+  One difference, without effect on the best hypothesis: when a step finishes more than the
+  K-th hypothesis, normserve keeps the first ones in candidate order and drops the rest, while
+  BeamHypotheses keeps the best K of all. Those of one step have the same length, so the best
+  hypothesis (n_best 1) is the same either way; n_best > 1 could differ.
   Ties in top-k are broken by lower index in normserve and by torch.topk's order here;
   random float weights make exact ties practically absent (greedy_margin shows the closest).
 - Settings that would change the outputs and are switched off: forced_eos_token_id (Marian
@@ -87,7 +85,6 @@ How the searches map normserve's decoding (models/decoding/) onto generate():
 """
 
 import argparse
-import contextlib
 import json
 import os
 import pathlib
@@ -98,7 +95,6 @@ import warnings
 import sentencepiece
 import torch
 import transformers
-from transformers.generation import beam_search
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 import hf_texts  # noqa: E402
@@ -108,36 +104,6 @@ MAX_LENGTH_A, MAX_LENGTH_B = 1.5, 10  # normserve's TranslationOptions defaults
 BEAM_SIZE = 4
 LENGTH_PENALTY = 1.0
 LOGITS_TEXTS = 2  # full logits of this many texts at each end of the list
-
-
-@contextlib.contextmanager
-def count_eos_in_length():
-    """Within this block, transformers' beam search divides a hypothesis that ended with </s>
-    by (tokens + 1)^length_penalty, as normserve does: BeamSearchScorer.process (the only
-    caller that adds such hypotheses) passes its generated_len one larger."""
-    original_process = beam_search.BeamSearchScorer.process
-    original_add = beam_search.BeamHypotheses.add
-    inside_process = [False]
-
-    def process(self, *args, **kwargs):
-        inside_process[0] = True
-        try:
-            return original_process(self, *args, **kwargs)
-        finally:
-            inside_process[0] = False
-
-    def add(self, hyp, sum_logprobs, beam_indices=None, generated_len=None):
-        if inside_process[0]:
-            generated_len += 1
-        return original_add(self, hyp, sum_logprobs, beam_indices, generated_len)
-
-    beam_search.BeamSearchScorer.process = process
-    beam_search.BeamHypotheses.add = add
-    try:
-        yield
-    finally:
-        beam_search.BeamSearchScorer.process = original_process
-        beam_search.BeamHypotheses.add = original_add
 
 
 def generation_config(eos, pad, suppress, **settings):
@@ -269,21 +235,24 @@ class MarianReference:
         entry.update(greedy_ids=ids, greedy_eos=ended, greedy_margin=greedy_margin(out.scores),
                      greedy_text=decode(ids))
 
-        with count_eos_in_length():
-            out = self.model.generate(**inputs, generation_config=self.beam, max_new_tokens=max_new)
-        ids, ended = split_eos(out.sequences[0, 1:].tolist(), self.eos)
-        entry.update(beam_ids=ids, beam_eos=ended, beam_score=float(out.sequences_scores[0]),
-                     beam_text=decode(ids))
         out = self.model.generate(**inputs, generation_config=self.beam, max_new_tokens=max_new)
-        entry.update(beam_ids_hf_rule=split_eos(out.sequences[0, 1:].tolist(), self.eos)[0],
-                     beam_score_hf_rule=float(out.sequences_scores[0]))
+        ids, ended = split_eos(out.sequences[0, 1:].tolist(), self.eos)
+        scored = ids + [self.eos] if ended else ids
+        entry.update(beam_ids=ids, beam_eos=ended, beam_score=float(out.sequences_scores[0]),
+                     beam_text=decode(ids),
+                     beam_logprob=sum(self.score(inputs, scored)[0].tolist()))
 
         target = self.tokenizer(text_target=next_text).input_ids
+        picked, logits = self.score(inputs, target)
+        entry.update(target_text=next_text, target_ids=target, score_logprobs=picked.tolist())
+        return entry, logits
+
+    def score(self, inputs, target):
+        """Log-probabilities of `target` given the source, and the logits of that pass."""
         decoder_input = torch.tensor([[self.start] + target[:-1]])
         logits = self.model(**inputs, decoder_input_ids=decoder_input).logits[0]
         picked = log_probs(logits).gather(1, torch.tensor(target).unsqueeze(1)).squeeze(1)
-        entry.update(target_text=next_text, target_ids=target, score_logprobs=picked.tolist())
-        return entry, logits
+        return picked, logits
 
 
 def summarize(entries, kind):
@@ -294,8 +263,11 @@ def summarize(entries, kind):
         summary.update(
             beam_eos=count("beam_eos"), vocab_ids_equal=count("vocab_ids_equal"),
             unk_in_source=sum(1 for e in entries if 1 in e["source_ids"]),
-            beam_differs_from_hf_rule=sum(1 for e in entries
-                                          if e["beam_ids"] != e["beam_ids_hf_rule"]))
+            # beam_score must be beam_logprob / (tokens, counting a closing </s>)^1.0.
+            beam_score_follows_rule=sum(
+                1 for e in entries
+                if abs(e["beam_score"] - e["beam_logprob"] / (len(e["beam_ids"]) + e["beam_eos"]))
+                < 1e-4))
     else:
         summary.update(spm_ids_equal=count("spm_ids_equal"),
                        byte_fallback_texts=sum(1 for e in entries if e["byte_pieces"]))
