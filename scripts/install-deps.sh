@@ -24,6 +24,11 @@ packages=(
   openssl
   # The cached venv of scripts/bench-ctranslate2.py (CTranslate2 from PyPI; ct2_bench_e2e).
   python3-venv
+  # The reference side of the parity tests (tests/parity; scripts/reference-venv.sh and
+  # scripts/fairseq-venv.sh): Debian's CPU torch 1.13 and SentencePiece, in venvs with
+  # transformers and fairseq from PyPI (results/reference-venv-choice.md says why not PyPI's
+  # torch).
+  python3-torch python3-sentencepiece
   # perf_analyzer (from tritonclient's wheel in scripts/triton-venv.sh) links libb64.
   libb64-0d
   # BLIS, not OpenBLAS: on this project's small decoding-step matrices it was faster (deen,

@@ -6,6 +6,24 @@
 #include "models/text/utf8.h"
 
 namespace normserve {
+namespace {
+
+constexpr char kReplacement[] = "\xef\xbf\xbd";  // U+FFFD
+
+// SentencePiece's byte-fallback pieces ("<0xE2>") spell out characters outside the vocabulary
+// one byte at a time.
+bool IsBytePiece(const std::string& piece) {
+  return piece.size() == 6 && piece.compare(0, 3, "<0x") == 0 && piece.back() == '>';
+}
+
+// The bytes of the U+FFFD characters that end `text`.
+size_t TrailingReplacements(const std::string& text) {
+  size_t n = 0;
+  while (text.size() >= n + 3 && text.compare(text.size() - n - 3, 3, kReplacement) == 0) n += 3;
+  return n;
+}
+
+}  // namespace
 
 GeneratedText::GeneratedText(const Tokenizer& tokenizer, std::vector<std::string> stop,
                              std::function<bool(const std::string& delta)> on_text)
@@ -43,7 +61,13 @@ bool GeneratedText::Push(int64_t token) {
     stopped_by_string_ = true;
     return false;
   }
-  SendUpTo(text_.size() > holdback_ ? text_.size() - holdback_ : 0);
+  // Until its last byte piece arrives, a character spelt out in bytes decodes as U+FFFD: held
+  // back like a possible stop string, so that what a client receives is what the text becomes.
+  size_t held = holdback_;
+  if (IsBytePiece(tokenizer_.Piece(static_cast<int>(token)))) {
+    held = std::max(held, TrailingReplacements(text_));
+  }
+  SendUpTo(text_.size() > held ? text_.size() - held : 0);
   return !cancelled_;
 }
 

@@ -627,6 +627,110 @@ void ExpectSameConfig(const ModelConfig& a, const ModelConfig& b) {
   EXPECT_EQ(a.norm_label(), b.norm_label());
 }
 
+// What `normserve-model import` writes for a Llama and for a Marian model.
+json LlamaExample() {
+  json j = LmExample();
+  j["activation"] = "swiglu";
+  j["positions"] = "rotary";
+  j["rope_theta"] = 500000.0;
+  j["scale_embedding"] = false;
+  j["linear_bias"] = false;
+  j["kv_heads"] = 2;
+  j["special_tokens"] = {{"bos", 1}, {"eos", 2}, {"unk", 0}, {"pad", -1}, {"decoder_start", 1}};
+  j["norm"] = {{"default", {{"type", "rmsnorm"}, {"bias", false}, {"eps", 1e-5}}}};
+  return j;
+}
+
+json MarianExample() {
+  json j = MtExample();
+  j["normalize_before"] = false;
+  j["activation"] = "silu";
+  j["positions"] = "marian_sinusoidal";
+  j["share_all_embeddings"] = true;
+  j["target_vocab_size"] = 1000;
+  j["output_bias"] = true;
+  j["tokenizer"] = {{"source", "source.spm"},
+                    {"target", "target.spm"},
+                    {"source_vocab", "vocab.json"},
+                    {"target_vocab", "vocab.json"},
+                    {"language_tags", true}};
+  j["special_tokens"] = {{"bos", 0}, {"eos", 0}, {"unk", 1}, {"pad", 999}, {"decoder_start", 999}};
+  j["norm"] = {{"default", {{"type", "layernorm"}}}};
+  return j;
+}
+
+TEST(ModelConfigTest, ParsesImportedLlamaAndMarianFields) {
+  const ModelConfig llama = Parse(LlamaExample());
+  EXPECT_EQ(llama.activation, Activation::kSwiGLU);
+  EXPECT_EQ(llama.positions, PositionEncoding::kRotary);
+  EXPECT_DOUBLE_EQ(llama.rope_theta, 500000.0);
+  EXPECT_FALSE(llama.scale_embedding);
+  EXPECT_FALSE(llama.linear_bias);
+  EXPECT_EQ(llama.key_value_heads(), 2);
+  EXPECT_EQ(llama.special.pad, SpecialTokens::kNone);
+  EXPECT_EQ(llama.special.padding(), 2);  // batches are filled with </s>
+  EXPECT_EQ(llama.special.decoder_start, 1);
+  EXPECT_EQ(llama.norm_label(), "rmsnorm");
+
+  const ModelConfig marian = Parse(MarianExample());
+  EXPECT_EQ(marian.activation, Activation::kSiLU);
+  EXPECT_EQ(marian.positions, PositionEncoding::kMarianSinusoidal);
+  EXPECT_EQ(marian.source_tokenizer.vocab, "vocab.json");
+  EXPECT_TRUE(marian.language_tags);
+  EXPECT_EQ(marian.special.decoder_start, 999);
+  EXPECT_EQ(marian.tokenizer_files(),
+            (std::vector<std::string>{"target.spm", "vocab.json", "source.spm"}));
+}
+
+TEST(ModelConfigTest, ImportedFieldsRefuseWhatTheServerDoesNotCompute) {
+  const auto fails_with = [](json j, const std::string& expected) {
+    try {
+      Parse(j);
+      ADD_FAILURE() << "accepted " << j.dump();
+    } catch (const ModelLoadError& e) {
+      EXPECT_NE(std::string(e.what()).find(expected), std::string::npos) << e.what();
+    }
+  };
+  json j = LlamaExample();
+  j["kv_heads"] = 3;  // does not divide 4 heads
+  fails_with(j, "'kv_heads' is 3; it must divide attention_heads 4");
+  j = LlamaExample();
+  j["kv_heads"] = 8;
+  fails_with(j, "'kv_heads' must be in 1..4");
+  j = LlamaExample();
+  j["positions"] = "sinusoidal";
+  fails_with(j, "'rope_theta' is set but positions is not rotary");
+  j = LlamaExample();
+  j["positions"] = "alibi";
+  fails_with(j,
+             "'positions' is 'alibi'; use one of sinusoidal, sinusoidal_zero_mean, "
+             "marian_sinusoidal, rotary");
+  j = LlamaExample();
+  j["activation"] = "geglu";
+  fails_with(j, "'activation' is 'geglu'; use one of relu, gelu, silu, swiglu");
+  j = LlamaExample();
+  j["special_tokens"]["decoder_start"] = 5000;
+  fails_with(j, "'special_tokens.decoder_start' is 5000, outside the vocabulary");
+  j = LlamaExample();
+  j["tokenizer"]["source_vocab"] = "v.json";
+  fails_with(j, "'tokenizer.source_vocab' is for transformer_mt");
+  j = LlamaExample();
+  j["tokenizer"]["vocab"] = "../v.json";
+  fails_with(j, "'tokenizer.vocab' must be a file name inside the version directory");
+  j = MarianExample();
+  j["special_tokens"]["pad"] = -1;
+  fails_with(j, "only a transformer_lm may be");
+  j = MarianExample();
+  j["kv_heads"] = 2;
+  fails_with(j, "must equal attention_heads in a transformer_mt");
+  j = MarianExample();
+  j["positions"] = "rotary";
+  fails_with(j, "rotary is supported in transformer_lm models only");
+  j = MarianExample();
+  j["tokenizer"]["vocab"] = "v.json";
+  fails_with(j, "'tokenizer.vocab' is for transformer_lm");
+}
+
 TEST(ModelConfigTest, JsonRoundTrip) {
   json mt = MtExample();
   mt["normalize_before"] = false;
@@ -650,7 +754,9 @@ TEST(ModelConfigTest, JsonRoundTrip) {
   json lm = LmExample();
   lm["norm"] = {{"default", {{"type", "rmsnorm"}, {"bias", false}}},
                 {"final", {{"type", "layernorm"}}}};
-  for (const json& j : {mt, mt_shared, lm, MtExample(), LmExample()}) {
+  json llama = LlamaExample();
+  json marian = MarianExample();
+  for (const json& j : {mt, mt_shared, lm, MtExample(), LmExample(), llama, marian}) {
     SCOPED_TRACE(j.dump());
     const ModelConfig first = Parse(j);
     const std::string text = ModelConfigToJson(first);

@@ -6,6 +6,7 @@
 
 #include <filesystem>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <random>
 #include <sstream>
 #include <string>
@@ -111,6 +112,74 @@ TEST_F(TokenizerTest, UnknownCharactersMapToUnk) {
   bool unk = false;
   for (int id : ids) unk = unk || id == 3;
   EXPECT_TRUE(unk);
+}
+
+// A vocabulary file maps pieces to ids that are not SentencePiece's (Marian's vocab.json, a
+// converted fairseq dictionary); pieces it lacks become <unk>; Marian's >>xx<< tags are one
+// token when they lead and are cut from the text wherever they are.
+TEST_F(TokenizerTest, AVocabularyFileRenumbersPiecesAndReadsLanguageTags) {
+  SCOPED_TRACE(testing::SeedMessage(seed_));
+  const std::string text = "the house is small";
+  const std::vector<int> plain = tokenizer_->Encode(text);
+  ASSERT_GE(plain.size(), 2u);
+  // Reversed ids, one piece of the text left out, and two language tags.
+  nlohmann::json vocab = nlohmann::json::object();
+  const int size = tokenizer_->vocab_size();
+  for (int id = 0; id < size; ++id) {
+    if (id != plain.back()) vocab[tokenizer_->Piece(id)] = size + 1 - id;
+  }
+  vocab[">>fra<<"] = 0;
+  vocab[">>deu<<"] = 1;
+  const std::string path = dir_->File("vocab.json");
+  testing::WriteTextFile(path, vocab.dump());
+  TokenizerVocabulary vocabulary{path, /*unk=*/7, /*language_tags=*/true};
+  const auto mapped = Tokenizer::Load(dir_->File("spm.model"), vocabulary);
+  ASSERT_TRUE(mapped->has_vocabulary());
+  EXPECT_EQ(mapped->vocab_size(), size + 2);
+
+  std::vector<int> expected;
+  for (int id : plain) expected.push_back(id == plain.back() ? 7 : size + 1 - id);
+  EXPECT_EQ(mapped->Encode(text), expected);
+  std::vector<int> tagged = {0};
+  tagged.insert(tagged.end(), expected.begin(), expected.end());
+  EXPECT_EQ(mapped->Encode(">>fra<< " + text), tagged);
+  std::vector<int> unknown_tag = {7};
+  unknown_tag.insert(unknown_tag.end(), expected.begin(), expected.end());
+  EXPECT_EQ(mapped->Encode(">>xyz<< " + text), unknown_tag);
+  // Greedy to the last << of the line, as the regex >>.+<< is: one tag the vocabulary lacks.
+  EXPECT_EQ(mapped->Encode(">>fra<<>>deu<< " + text), unknown_tag);
+  // A tag later on is cut too.
+  EXPECT_EQ(mapped->Encode("the >>deu<<house is small"), mapped->Encode("the house is small"));
+  // ">><<" is no tag (.+ needs a character) and neither is an unclosed ">>".
+  EXPECT_NE(mapped->Encode(">><< " + text)[0], 0);
+  EXPECT_EQ(mapped->Encode(">>fra " + text).size() > expected.size(), true);
+  // Ids back to pieces and text; a hostile run of ">>" stays linear and tag-free.
+  std::vector<int> known(expected.begin(), expected.end() - 1);
+  EXPECT_EQ(mapped->Decode(known), tokenizer_->Decode({plain.begin(), plain.end() - 1}));
+  EXPECT_EQ(mapped->Piece(size + 1 - plain.front()), tokenizer_->Piece(plain.front()));
+  EXPECT_EQ(mapped->Piece(size + 100), "");
+  EXPECT_NO_THROW(mapped->Encode(std::string(20000, '>') + "<<"));
+}
+
+TEST(TokenizerLoadTest, ABadVocabularyFileNamesItAndTheProblem) {
+  testing::TempDir dir;
+  std::mt19937_64 rng(1);
+  testing::WriteTextFile(dir.File("corpus.txt"), testing::GenerateCorpus(rng, 400));
+  TrainTokenizer({dir.File("corpus.txt"), dir.File("spm"), 200});
+  for (const auto& [content, problem] : std::vector<std::pair<std::string, std::string>>{
+           {"[1, 2]", "must be a JSON object"},
+           {"{\"a\": -1}", "the id of \"a\" must be an integer"},
+           {"{\"a\": 1, \"b\": 1}", "id 1 belongs to both"},
+           {"{\"a\": 1", "not valid JSON"}}) {
+    testing::WriteTextFile(dir.File("vocab.json"), content);
+    try {
+      Tokenizer::Load(dir.File("spm.model"), {dir.File("vocab.json"), 3, false});
+      ADD_FAILURE() << "accepted " << content;
+    } catch (const ModelLoadError& e) {
+      EXPECT_NE(std::string(e.what()).find(problem), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find("vocab.json"), std::string::npos) << e.what();
+    }
+  }
 }
 
 TEST(TokenizerLoadTest, NotAModelNamesTheFile) {
