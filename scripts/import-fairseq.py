@@ -188,11 +188,12 @@ def norm_kind(opts, site_option):
 def norm_config(kind, heads):
     if kind == "layer":
         return {"type": "layernorm", "eps": EPS}
-    # The fork's batch norm first divides each token by its root mean square over all
-    # channels (group eps 1e-5), then applies the running statistics: the same computation
-    # as PowerNorm with one group, once the running mean is folded into the bias.
-    groups = heads if kind == "power" else 1
-    return {"type": "powernorm", "eps": EPS, "groups": groups, "group_eps": EPS}
+    if kind == "batch":
+        # The fork's batch norm first divides each token by its root mean square over all
+        # channels (eps 1e-5), then applies the running statistics: normserve's batchnorm
+        # with layer_scaling.
+        return {"type": "batchnorm", "eps": EPS, "layer_scaling": True, "group_eps": EPS}
+    return {"type": "powernorm", "eps": EPS, "groups": heads, "group_eps": EPS}
 
 
 def convert_norm(kind, prefix, state, out, dim):
@@ -210,12 +211,10 @@ def convert_norm(kind, prefix, state, out, dim):
         out[f"{prefix}.weight"], out[f"{prefix}.bias"] = weight, bias
         out[f"{prefix}.running_phi"] = phi
     else:
-        mean, var = take("running_mean"), take("running_var")
         state.pop(f"{prefix}.num_batches_tracked", None)
-        scale = weight.double() / (var.double() + EPS).sqrt()
-        out[f"{prefix}.weight"] = weight
-        out[f"{prefix}.bias"] = (bias.double() - mean.double() * scale).to(bias.dtype)
-        out[f"{prefix}.running_phi"] = var
+        out[f"{prefix}.weight"], out[f"{prefix}.bias"] = weight, bias
+        out[f"{prefix}.running_mean"] = take("running_mean")
+        out[f"{prefix}.running_var"] = take("running_var")
     for name, t in out.items():
         if name.startswith(prefix + ".") and tuple(t.shape) != (dim,):
             raise Refused(f"{name} has shape {tuple(t.shape)}, expected ({dim},)")

@@ -46,8 +46,9 @@ const std::set<std::string> kTopLevelFields = {"architecture",
                                                "tokenizer",
                                                "special_tokens",
                                                "norm"};
-const std::set<std::string> kNormFields = {"type",       "eps",           "bias",   "p",
-                                           "k_rounding", "eps_placement", "groups", "group_eps"};
+const std::set<std::string> kNormFields = {"type",      "eps",           "bias",
+                                           "p",         "k_rounding",    "groups",
+                                           "group_eps", "eps_placement", "layer_scaling"};
 const std::set<std::string> kSpecialTokenFields = {"bos", "pad", "eos", "unk", "decoder_start"};
 const std::set<std::string> kTokenizerFields = {
     "source", "target", "model", "source_vocab", "target_vocab", "vocab", "language_tags"};
@@ -201,6 +202,10 @@ class Reader {
     c.eps_inside_sqrt = eps_at == "inside_sqrt";
     c.groups = Get<int64_t>(obj, "groups", c.groups, path + ".groups");
     c.group_eps = Get<double>(obj, "group_eps", c.group_eps, path + ".group_eps");
+    c.layer_scaling = Get<bool>(obj, "layer_scaling", false, path + ".layer_scaling");
+    if (c.layer_scaling && c.kind != NormKind::kBatchNorm) {
+      Fail(path + ".layer_scaling", "is for batchnorm only");
+    }
     if (!(c.eps > 0)) Fail(path + ".eps", "must be positive");
     if (!(c.group_eps > 0)) Fail(path + ".group_eps", "must be positive");
     if (!(c.partial > 0 && c.partial <= 1)) Fail(path + ".p", "must be in (0, 1]");
@@ -229,6 +234,10 @@ json NormToJson(const NormConfig& c) {
   }
   if (c.kind == NormKind::kPowerNorm) {
     j["groups"] = c.groups;
+    j["group_eps"] = c.group_eps;
+  }
+  if (c.layer_scaling) {
+    j["layer_scaling"] = true;
     j["group_eps"] = c.group_eps;
   }
   return j;

@@ -65,6 +65,12 @@ NormParams FoldNorm(const NormConfig& config, int64_t dim, const NormWeights& w)
     }
     case NormKind::kBatchNorm: {
       p.statistic = RowStatistic::kNone;
+      if (config.layer_scaling) {  // the PowerNorm fork's: one group's mean square first
+        p.statistic = RowStatistic::kGroupMeanSquare;
+        p.groups = 1;
+        p.eps = static_cast<float>(config.group_eps);
+        p.eps_inside_sqrt = true;
+      }
       const at::Tensor var = w.running_var.to(at::kDouble).reshape({dim});
       const at::Tensor mean = w.running_mean.to(at::kDouble).reshape({dim});
       const at::Tensor scale = g.to(at::kDouble) * at::rsqrt(var + config.eps);

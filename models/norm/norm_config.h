@@ -35,6 +35,10 @@ struct NormConfig {
   // sqrt(mean(x^2) + group_eps), before the folded running-phi scale.
   int64_t groups = 1;
   double group_eps = 1e-5;
+  // BatchNorm as the PowerNorm authors' fairseq fork has it (MaskSyncBatchNorm): every token
+  // is first divided by its root mean square over the channels, sqrt(mean(x^2) + group_eps),
+  // and the running statistics apply after that.
+  bool layer_scaling = false;
 };
 
 // The number of leading channels whose mean square normalizes a pRMSNorm row of size d.

@@ -34,6 +34,8 @@ from normserved_process import NormservedProcess  # noqa: E402
 
 LOGIT_TOLERANCE = 1e-4
 LOGPROB_TOLERANCE = 1e-4
+# Encoder sites first in site order, then the decoder's LayerNorm.
+EXPECTED_NORMS = {"mt_powernorm": "powernorm+layernorm", "mt_batchnorm": "batchnorm+layernorm"}
 PROBE_TEXTS = 200
 # Texts the documentation lacks: characters outside every SentencePiece vocabulary here.
 EXTRA_TEXTS = ["Straße über Äpfel, naïve café.", "日本語のテキスト", "emoji 🙂 in text",
@@ -199,7 +201,10 @@ class FairseqParityTest(unittest.TestCase):
                     else:
                         request = pb.ScoreRequest(
                             model=name, texts=[s["target"].encode() for s in scores])
-                    results = client.Score(request, timeout=120).results
+                    reply = client.Score(request, timeout=120)
+                    # The metrics' norm label names the norms as the checkpoint has them.
+                    self.assertEqual(reply.norm, EXPECTED_NORMS.get(name, "layernorm"))
+                    results = reply.results
                     self.assertEqual(len(results), len(scores))
                     worst, count = 0.0, 0
                     for result, expected in zip(results, scores):

@@ -585,6 +585,8 @@ void ExpectSameNorm(const NormConfig& a, const NormConfig& b, const std::string&
     EXPECT_EQ(a.groups, b.groups);
     EXPECT_DOUBLE_EQ(a.group_eps, b.group_eps);
   }
+  EXPECT_EQ(a.layer_scaling, b.layer_scaling);
+  if (a.layer_scaling) EXPECT_DOUBLE_EQ(a.group_eps, b.group_eps);
 }
 
 void ExpectSameConfig(const ModelConfig& a, const ModelConfig& b) {
@@ -729,6 +731,9 @@ TEST(ModelConfigTest, ImportedFieldsRefuseWhatTheServerDoesNotCompute) {
   j = MarianExample();
   j["tokenizer"]["vocab"] = "v.json";
   fails_with(j, "'tokenizer.vocab' is for transformer_lm");
+  j = MarianExample();
+  j["norm"]["default"]["layer_scaling"] = true;
+  fails_with(j, "'norm.default.layer_scaling' is for batchnorm only");
 }
 
 TEST(ModelConfigTest, JsonRoundTrip) {
@@ -756,6 +761,7 @@ TEST(ModelConfigTest, JsonRoundTrip) {
                 {"final", {{"type", "layernorm"}}}};
   json llama = LlamaExample();
   json marian = MarianExample();
+  marian["norm"]["encoder_ffn"] = {{"type", "batchnorm"}, {"layer_scaling", true}};
   for (const json& j : {mt, mt_shared, lm, MtExample(), LmExample(), llama, marian}) {
     SCOPED_TRACE(j.dump());
     const ModelConfig first = Parse(j);

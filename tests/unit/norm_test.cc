@@ -109,13 +109,21 @@ void ReferenceRow(const NormConfig& c, const double* x, int64_t d, const RefWeig
       }
       break;
     }
-    case NormKind::kBatchNorm:
+    case NormKind::kBatchNorm: {
+      // The PowerNorm fork's variant divides the row by its RMS first.
+      double rms = 1;
+      if (c.layer_scaling) {
+        double ms = 0;
+        for (int64_t i = 0; i < d; ++i) ms += x[i] * x[i];
+        rms = std::sqrt(ms / static_cast<double>(d) + c.group_eps);
+      }
       for (int64_t i = 0; i < d; ++i) {
         const double scale = w.g[i] / std::sqrt(w.running_var[i] + c.eps);
-        emit(scale * (x[i] - w.running_mean[i]),
-             std::abs(scale * x[i]) + std::abs(scale * w.running_mean[i]), i);
+        emit(scale * (x[i] / rms - w.running_mean[i]),
+             std::abs(scale * x[i] / rms) + std::abs(scale * w.running_mean[i]), i);
       }
       break;
+    }
   }
 }
 
@@ -181,6 +189,11 @@ std::vector<NormCase> AllCases() {
     cases.push_back({"PowerNormGroups" + std::to_string(groups), c});
   }
   cases.push_back({"BatchNorm", Make(NormKind::kBatchNorm)});
+  {
+    NormConfig c = Make(NormKind::kBatchNorm);
+    c.layer_scaling = true;
+    cases.push_back({"BatchNormLayerScaling", c});
+  }
   {
     NormConfig c = Make(NormKind::kCRMSNorm);
     c.bias = false;  // as the Pre-CRMSNorm conversion writes it (gain 1 folded away)
