@@ -130,7 +130,6 @@ def check_supported(opts, is_mt):
     flags = {
         "no_token_positional_embeddings": "models without positions are not supported",
         "layernorm_embedding": "a norm after the embeddings is not supported",
-        "no_scale_embedding": "embeddings are always scaled by sqrt(embed_dim)",
         "cross_self_attention": "cross+self attention is not supported",
         "adaptive_input": "adaptive input embeddings are not supported",
         "character_embeddings": "character embeddings are not supported",
@@ -455,6 +454,7 @@ def convert(args):
         "normalize_before": sizes["normalize_before"],
         "activation": option(opts, "activation_fn", "relu"),
         "positions": "sinusoidal",
+        "scale_embedding": not option(opts, "no_scale_embedding", False),
         "share_decoder_input_output_embed": sizes["share_decoder_input_output_embed"],
         "special_tokens": {"bos": 0, "pad": 1, "eos": 2, "unk": 3},
     }

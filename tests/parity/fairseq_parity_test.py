@@ -156,7 +156,7 @@ class FairseqParityTest(unittest.TestCase):
         ref = self.reference(name)
         edited = os.path.join(self.work, "edited-")
         cases = {"encoder_learned_pos": True, "decoder_learned_pos": True,
-                 "layernorm_embedding": True, "no_scale_embedding": True,
+                 "layernorm_embedding": True,
                  "adaptive_softmax_cutoff": "100,200", "cross_self_attention": True,
                  "activation_fn": "gelu_accurate", "encoder_norm_self": "group",
                  "decoder_output_dim": 64}

@@ -4,7 +4,9 @@ transformers (scripts/reference-venv.sh: Debian's torch 1.13 + transformers 4.40
 small random Llama (untied), Llama (tied, GQA 4:1, sharded safetensors), Mistral and Marian
 models (hf_make_models.py) and records what they compute on 240 texts (hf_reference.py).
 `normserve-model import` converts each; then:
-- logits: model_logits on the reference's inputs, max |difference| <= 1e-4 (fp32);
+- logits: model_logits on the reference's inputs, max |difference| <= 1e-4 (fp32); the Llama
+  imported with bf16 and with f16 weights within 1e-4 of transformers in fp32 on the same
+  rounded weights (its distance to the fp32 model is reported);
 - token ids: model_logits tokenize against LlamaTokenizer / MarianTokenizer, all equal;
 - a real normserved serves the four, plus the untied Llama with LayerNorm instead of RMSNorm
   in variant group "llama-norms" with the RMSNorm one:
@@ -97,6 +99,31 @@ json.dump(config, open(dst + "/config.json", "w"), indent=2)
 """
 
 
+# transformers' logits of a model whose weights are rounded to a dtype and computed in fp32, as
+# normserve computes weights stored in that dtype on the CPU. Buffers (the rotary frequencies)
+# keep their fp32 values.
+ROUNDED_REFERENCE = r"""
+import json, sys
+import numpy as np, torch
+from transformers import AutoModelForCausalLM
+model_dir, dtype, inputs, out = sys.argv[1:5]
+model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+for p in model.parameters():
+    p.data = p.data.to(getattr(torch, dtype)).to(torch.float32)
+with torch.no_grad(), open(out, "wb") as f:
+    for item in json.load(open(inputs))["items"]:
+        ids = torch.tensor([item["decoder_input"]])
+        f.write(model(input_ids=ids).logits[0].numpy().astype("<f4").tobytes())
+"""
+
+
+def read_f32(path):
+    values = array.array("f")
+    with open(path, "rb") as f:
+        values.frombytes(f.read())
+    return values
+
+
 def piece_ids(pieces, vocab):
     return [vocab.get(p, -1) for p in pieces]
 
@@ -107,6 +134,7 @@ class HuggingFaceParity(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         cls.references, hf_dir = reference_outputs()
+        cls.hf_dir = hf_dir
         cls.tmp = tempfile.mkdtemp(prefix="normserve-hf-parity-")
         cls.repo = os.path.join(cls.tmp, "repo")
         for model in MODELS:
@@ -153,14 +181,40 @@ class HuggingFaceParity(unittest.TestCase):
                 json.dump({"items": items}, f)
             subprocess.run([MODEL_LOGITS, "logits", "--model", self.model_dir(model), "--input",
                             path + ".json", "--output", path + ".f32"], check=True)
-            mine = array.array("f")
-            with open(path + ".f32", "rb") as f:
-                mine.frombytes(f.read())
+            mine = read_f32(path + ".f32")
             flat = [v for rows in expected for row in rows for v in row]
             self.assertEqual(len(mine), len(flat), model)
             worst = max(abs(a - b) for a, b in zip(mine, flat))
             self.figures[f"{model} max |logit diff|"] = worst
             self.assertLessEqual(worst, LOGIT_TOLERANCE, model)
+
+    def test_weights_stored_in_bf16_and_f16(self):
+        """Imported with --dtype: within 1e-4 of transformers on the same rounded weights; the
+        distance to the fp32 model is the rounding's own and is reported."""
+        ref = self.references["llama"]
+        items = [{"decoder_input": ref["texts"][int(i)]["prompt_ids"]} for i in ref["logits"]]
+        fp32 = [v for i in ref["logits"] for row in ref["logits"][i] for v in row]
+        inputs = os.path.join(self.tmp, "rounded.json")
+        with open(inputs, "w") as f:
+            json.dump({"items": items}, f)
+        for dtype, torch_dtype in [("bf16", "bfloat16"), ("f16", "float16")]:
+            out_dir = os.path.join(self.tmp, f"llama-{dtype}", "1")
+            subprocess.run([NORMSERVE_MODEL, "import", "--from", os.path.join(self.hf_dir, "llama"),
+                            "--out", out_dir, "--dtype", dtype], check=True, capture_output=True)
+            mine_path = os.path.join(self.tmp, f"rounded-{dtype}.f32")
+            subprocess.run([MODEL_LOGITS, "logits", "--model", out_dir, "--input", inputs,
+                            "--output", mine_path], check=True)
+            theirs_path = os.path.join(self.tmp, f"rounded-{dtype}-reference.f32")
+            subprocess.run([VENV_PYTHON, "-c", ROUNDED_REFERENCE, os.path.join(self.hf_dir, "llama"),
+                            torch_dtype, inputs, theirs_path], check=True)
+            mine, theirs = read_f32(mine_path), read_f32(theirs_path)
+            self.assertEqual(len(mine), len(theirs))
+            same_weights = max(abs(a - b) for a, b in zip(mine, theirs))
+            rounding = max(abs(a - b) for a, b in zip(mine, fp32))
+            self.figures[f"llama {dtype} max |logit diff| vs same rounded weights"] = same_weights
+            self.figures[f"llama {dtype} max |logit diff| vs fp32 model"] = rounding
+            self.assertLessEqual(same_weights, LOGIT_TOLERANCE, dtype)
+            self.assertGreater(rounding, same_weights, dtype)  # the rounding did happen
 
     def tokenize(self, model, side, texts):
         path = os.path.join(self.tmp, f"texts-{model}-{side}.txt")
