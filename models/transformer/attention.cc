@@ -17,13 +17,12 @@ void KVCache::Reorder(const at::Tensor& index) {
 }
 
 MultiheadAttention::MultiheadAttention(const Shape& shape, WeightStore& store,
-                                       const std::string& prefix, const RotaryEmbedding* rotary)
+                                       const std::string& prefix)
     : heads_(shape.heads),
       kv_heads_(shape.kv_heads),
       head_dim_(shape.head_dim),
       q_dim_(shape.heads * shape.head_dim),
-      kv_dim_(shape.kv_heads * shape.head_dim),
-      rotary_(rotary) {
+      kv_dim_(shape.kv_heads * shape.head_dim) {
   const double scale = 1.0 / std::sqrt(static_cast<double>(head_dim_));
   const int64_t d = shape.stream_dim;
   const auto take = [&](const char* name, std::vector<int64_t> shape) {
@@ -67,12 +66,12 @@ at::Tensor MultiheadAttention::Attend(const at::Tensor& q, const KVCache& kv,
 }
 
 at::Tensor MultiheadAttention::SelfAttention(const at::Tensor& query, const at::Tensor& mask,
-                                             KVCache* cache, int64_t offset) const {
+                                             KVCache* cache, const RotaryAngles* angles) const {
   const at::Tensor qkv = ProjectAll(query);
   at::Tensor q = qkv.narrow(-1, 0, q_dim_), k = qkv.narrow(-1, q_dim_, kv_dim_);
-  if (rotary_) {
-    q = rotary_->FromPosition(q, offset);
-    k = rotary_->FromPosition(k, offset);
+  if (angles) {
+    q = angles->Rotate(q);
+    k = angles->Rotate(k);
   }
   KVCache step{SplitHeads(k, kv_heads_),
                SplitHeads(qkv.narrow(-1, q_dim_ + kv_dim_, kv_dim_), kv_heads_)};
@@ -104,13 +103,13 @@ at::Tensor MultiheadAttention::CrossAttention(const at::Tensor& query, const at:
 
 at::Tensor MultiheadAttention::StepSelfAttention(const at::Tensor& query, at::Tensor& keys,
                                                  at::Tensor& values, const StepRows& rows,
-                                                 const at::Tensor& positions) const {
-  at::Tensor qkv = ProjectAll(query);
-  if (rotary_) {
-    qkv = at::cat({rotary_->AtPositions(qkv.narrow(1, 0, q_dim_), positions),
-                   rotary_->AtPositions(qkv.narrow(1, q_dim_, kv_dim_), positions),
-                   qkv.narrow(1, q_dim_ + kv_dim_, kv_dim_)},
-                  1);
+                                                 const RotaryAngles* angles) const {
+  const at::Tensor qkv = ProjectAll(query);
+  if (angles) {  // in place: the kernel reads the queries and keys from qkv
+    for (const auto& [offset, size] : {std::pair{int64_t{0}, q_dim_}, std::pair{q_dim_, kv_dim_}}) {
+      at::Tensor part = qkv.narrow(1, offset, size);
+      part.copy_(angles->Rotate(part));
+    }
   }
   const at::Tensor context =
       normserve::StepSelfAttention(qkv, keys, values, rows, heads_, kv_heads_);

@@ -1,7 +1,7 @@
 // Multi-head attention with fairseq's parameter names (q_proj, k_proj, v_proj, out_proj)
 // and a key/value cache for incremental decoding; with grouped-query attention (fewer key
 // and value heads than query heads, each shared by a group of query heads), optional
-// biases and optional rotary positions (rotary.h).
+// biases and rotary positions (rotary.h) where the model has them.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -33,16 +33,13 @@ class MultiheadAttention {
     int64_t head_dim;
     bool bias;  // the projections have biases
   };
-  // `rotary` (owned by the model, one table for all layers) turns queries and keys: a rotary
-  // model's self-attention; nullptr elsewhere.
-  MultiheadAttention(const Shape& shape, WeightStore& store, const std::string& prefix,
-                     const RotaryEmbedding* rotary = nullptr);
+  MultiheadAttention(const Shape& shape, WeightStore& store, const std::string& prefix);
 
-  // Self-attention over query [B, T, D] at positions offset..offset+T-1: appends its keys
-  // and values to `cache` (when given) and attends to everything cached. `mask` is additive,
-  // broadcastable to [B, H, T, keys].
+  // Self-attention over query [B, T, D]: appends its keys and values to `cache` (when given)
+  // and attends to everything cached. `mask` is additive, broadcastable to [B, H, T, keys].
+  // A rotary model passes the angles of the T positions, which turn queries and keys.
   at::Tensor SelfAttention(const at::Tensor& query, const at::Tensor& mask, KVCache* cache,
-                           int64_t offset = 0) const;
+                           const RotaryAngles* angles = nullptr) const;
   // Attention to a fixed memory [B, S, D] whose keys and values are computed once and kept
   // in `cache`.
   at::Tensor CrossAttention(const at::Tensor& query, const at::Tensor& memory,
@@ -50,9 +47,9 @@ class MultiheadAttention {
 
   // The step engine's forms (step_attention.h): one new position per row [R, D], with the
   // keys and values in cache slots.
-  // `positions` [R] on the model's device: rows.position, for the rotary angles.
+  // `angles`: a rotary model's, of rows.position; nullptr otherwise.
   at::Tensor StepSelfAttention(const at::Tensor& query, at::Tensor& keys, at::Tensor& values,
-                               const StepRows& rows, const at::Tensor& positions) const;
+                               const StepRows& rows, const RotaryAngles* angles) const;
   at::Tensor StepCrossAttention(const at::Tensor& query, const at::Tensor& keys,
                                 const at::Tensor& values, const StepRows& rows) const;
   // The keys and values of a memory [B, S, D] as the cross-attention keeps them, each
@@ -76,7 +73,6 @@ class MultiheadAttention {
   // Biases are undefined in a model without them.
   at::Tensor wqkv_, bqkv_;
   at::Tensor wo_, bo_;
-  const RotaryEmbedding* rotary_ = nullptr;
 };
 
 }  // namespace normserve

@@ -2,6 +2,8 @@
 
 #include <ATen/ATen.h>
 
+#include <vector>
+
 namespace normserve {
 
 RotaryEmbedding::RotaryEmbedding(int64_t head_dim, double theta, int64_t max_positions)
@@ -16,27 +18,25 @@ RotaryEmbedding::RotaryEmbedding(int64_t head_dim, double theta, int64_t max_pos
   sin_ = angles.sin();
 }
 
-at::Tensor RotaryEmbedding::Rotate(const at::Tensor& x, const at::Tensor& cos,
-                                   const at::Tensor& sin) const {
+at::Tensor RotaryAngles::Rotate(const at::Tensor& x) const {
   std::vector<int64_t> heads_shape(x.sizes().begin(), x.sizes().end() - 1);
-  heads_shape.push_back(x.size(-1) / head_dim_);
-  heads_shape.push_back(head_dim_);
+  heads_shape.push_back(x.size(-1) / head_dim);
+  heads_shape.push_back(head_dim);
   const at::Tensor h = x.view(heads_shape);
-  const int64_t half = head_dim_ / 2;
+  const int64_t half = head_dim / 2;
   const at::Tensor first = h.narrow(-1, 0, half), second = h.narrow(-1, half, half);
-  const at::Tensor c = cos.unsqueeze(-2).to(x.scalar_type());
-  const at::Tensor s = sin.unsqueeze(-2).to(x.scalar_type());
+  const at::Tensor c = cos.to(x.scalar_type()), s = sin.to(x.scalar_type());
   return at::cat({first * c - second * s, second * c + first * s}, -1).view(x.sizes());
 }
 
-at::Tensor RotaryEmbedding::FromPosition(const at::Tensor& x, int64_t offset) const {
-  const int64_t steps = x.size(1);
-  return Rotate(x, cos_.narrow(0, offset, steps).unsqueeze(0),
-                sin_.narrow(0, offset, steps).unsqueeze(0));
+RotaryAngles RotaryEmbedding::FromPosition(int64_t offset, int64_t steps) const {
+  return {cos_.narrow(0, offset, steps).unsqueeze(0).unsqueeze(-2),
+          sin_.narrow(0, offset, steps).unsqueeze(0).unsqueeze(-2), head_dim_};
 }
 
-at::Tensor RotaryEmbedding::AtPositions(const at::Tensor& x, const at::Tensor& positions) const {
-  return Rotate(x, cos_.index_select(0, positions), sin_.index_select(0, positions));
+RotaryAngles RotaryEmbedding::AtPositions(const at::Tensor& positions) const {
+  return {cos_.index_select(0, positions).unsqueeze(-2),
+          sin_.index_select(0, positions).unsqueeze(-2), head_dim_};
 }
 
 void RotaryEmbedding::To(const at::Device& device) {

@@ -10,23 +10,29 @@
 
 namespace normserve {
 
+// The cosines and sines of the positions of one forward, looked up once and applied to the
+// queries and keys of every layer.
+struct RotaryAngles {
+  at::Tensor cos, sin;  // broadcast over heads: [..., 1, head_dim / 2]
+  int64_t head_dim = 0;
+  // x [..., heads * head_dim] with the leading shape of the positions.
+  at::Tensor Rotate(const at::Tensor& x) const;
+};
+
 class RotaryEmbedding {
  public:
   RotaryEmbedding() = default;
   RotaryEmbedding(int64_t head_dim, double theta, int64_t max_positions);
 
-  // x [B, T, heads * head_dim] whose first step sits at position `offset`.
-  at::Tensor FromPosition(const at::Tensor& x, int64_t offset) const;
-  // x [R, heads * head_dim], row r at positions[r] ([R], on x's device).
-  at::Tensor AtPositions(const at::Tensor& x, const at::Tensor& positions) const;
+  // For x [B, T, heads * head_dim] whose first step sits at position `offset`.
+  RotaryAngles FromPosition(int64_t offset, int64_t steps) const;
+  // For x [R, heads * head_dim], row r at positions[r] ([R], on the table's device).
+  RotaryAngles AtPositions(const at::Tensor& positions) const;
 
   bool enabled() const { return cos_.defined(); }
   void To(const at::Device& device);
 
  private:
-  // x [..., heads * head_dim] turned by cos/sin [..., head_dim / 2] (broadcast over heads).
-  at::Tensor Rotate(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin) const;
-
   int64_t head_dim_ = 0;
   at::Tensor cos_, sin_;  // [max_positions, head_dim / 2], fp32
 };

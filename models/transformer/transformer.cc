@@ -4,6 +4,7 @@
 
 #include <functional>
 #include <limits>
+#include <optional>
 
 #include "models/io/weight_store.h"
 #include "models/norm/norm.h"
@@ -151,9 +152,6 @@ Transformer::Transformer(const ModelConfig& c, WeightStore& store)
   const auto attention = [&](const std::string& prefix) {
     return MultiheadAttention(shape, store, prefix);
   };
-  const auto self_attention = [&](const std::string& prefix) {
-    return MultiheadAttention(shape, store, prefix, L.rotary.enabled() ? &L.rotary : nullptr);
-  };
   const auto embedding = [&](const at::Tensor& table) { return TokenEmbedding(table, c); };
   at::Tensor target_table;
   if (c.is_mt()) {
@@ -165,7 +163,7 @@ Transformer::Transformer(const ModelConfig& c, WeightStore& store)
                        : store.Take("decoder.embed_tokens.weight", {c.target_vocab_size, d});
     for (int64_t i = 0; i < c.encoder_layers; ++i) {
       const std::string p = "encoder.layers." + std::to_string(i);
-      L.encoder.push_back({self_attention(p + ".self_attn"),
+      L.encoder.push_back({attention(p + ".self_attn"),
                            layer_norm(NormSite::kEncoderSelfAttn, p + ".self_attn_layer_norm"),
                            layer_norm(NormSite::kEncoderFfn, p + ".final_layer_norm"),
                            FeedForward(c, store, p)});
@@ -178,7 +176,7 @@ Transformer::Transformer(const ModelConfig& c, WeightStore& store)
   for (int64_t i = 0; i < c.decoder_layers; ++i) {
     const std::string p = "decoder.layers." + std::to_string(i);
     DecoderLayer layer;
-    layer.self_attn = self_attention(p + ".self_attn");
+    layer.self_attn = attention(p + ".self_attn");
     layer.self_attn_norm = layer_norm(NormSite::kDecoderSelfAttn, p + ".self_attn_layer_norm");
     if (c.is_mt()) {
       layer.cross_attn = attention(p + ".encoder_attn");
@@ -244,14 +242,18 @@ at::Tensor Transformer::Decode(const at::Tensor& tokens, DecoderState& state) co
   const at::Tensor x = L.target_embedding(tokens, state.steps);
   const at::Tensor causal =
       new_steps > 1 ? CausalMask(new_steps, state.steps, x.options()) : at::Tensor();
+  // Looked up once for every layer of this forward.
+  const std::optional<RotaryAngles> angles =
+      L.rotary.enabled() ? std::optional(L.rotary.FromPosition(state.steps, new_steps))
+                         : std::nullopt;
+  const RotaryAngles* rotary = angles ? &*angles : nullptr;
   std::vector<Sublayer> blocks;
   for (size_t i = 0; i < L.decoder.size(); ++i) {
     const DecoderLayer& layer = L.decoder[i];
     KVCache* self_cache = &state.self_attention[i];
-    const int64_t offset = state.steps;
     blocks.push_back(
-        {&layer.self_attn_norm, [&layer, &causal, self_cache, offset](const at::Tensor& h) {
-           return layer.self_attn.SelfAttention(h, causal, self_cache, offset);
+        {&layer.self_attn_norm, [&layer, &causal, self_cache, rotary](const at::Tensor& h) {
+           return layer.self_attn.SelfAttention(h, causal, self_cache, rotary);
          }});
     if (config_.is_mt()) {
       KVCache* cross_cache = &state.cross_attention[i];
@@ -310,12 +312,15 @@ at::Tensor Transformer::Step(const at::Tensor& tokens, const StepRows& rows,
   const auto& L = *layers_;
   const at::Tensor positions = at::tensor(rows.position, at::kLong).to(device_);
   const at::Tensor x = L.target_embedding.AtPositions(tokens, positions);
+  const std::optional<RotaryAngles> angles =
+      L.rotary.enabled() ? std::optional(L.rotary.AtPositions(positions)) : std::nullopt;
+  const RotaryAngles* rotary = angles ? &*angles : nullptr;
   std::vector<Sublayer> blocks;
   for (size_t i = 0; i < L.decoder.size(); ++i) {
     const DecoderLayer& layer = L.decoder[i];
     blocks.push_back({&layer.self_attn_norm, [&, i](const at::Tensor& h) {
                         return layer.self_attn.StepSelfAttention(
-                            h, slots.self_keys[i], slots.self_values[i], rows, positions);
+                            h, slots.self_keys[i], slots.self_values[i], rows, rotary);
                       }});
     if (config_.is_mt()) {
       blocks.push_back({&layer.cross_attn_norm, [&, i](const at::Tensor& h) {
