@@ -5,13 +5,12 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
-#include <nlohmann/json.hpp>
 #include <set>
-#include <sstream>
 
 #include "models/errors.h"
 #include "models/io/confined_path.h"
 #include "models/io/model_config.h"
+#include "models/io/text_file.h"
 #include "models/io/weights_io.h"
 #include "models/served_model.h"
 #include "models/text/tokenizer.h"
@@ -23,26 +22,10 @@ namespace {
 namespace fs = std::filesystem;
 using nlohmann::json;
 
-std::string ReadText(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) throw ModelLoadError(path + ": cannot open");
-  std::stringstream text;
-  text << in.rdbuf();
-  return text.str();
-}
-
-json ReadJson(const std::string& path) {
-  try {
-    return json::parse(ReadText(path));
-  } catch (const json::exception& e) {
-    throw ModelLoadError(path + ": not valid JSON: " + e.what());
-  }
-}
-
 // The fields of a Hugging Face config.json, each read with its type checked.
 class HfConfig {
  public:
-  explicit HfConfig(const std::string& path) : path_(path), root_(ReadJson(path)) {
+  explicit HfConfig(const std::string& path) : path_(path), root_(ReadJsonFile(path)) {
     if (!root_.is_object()) throw ModelLoadError(path + ": must be a JSON object");
   }
 
@@ -98,7 +81,7 @@ std::map<std::string, at::Tensor> ReadCheckpoint(const std::string& dir,
   if (fs::exists(single)) {
     files.push_back("model.safetensors");
   } else if (fs::exists(index)) {
-    const json root = ReadJson(index.string());
+    const json root = ReadJsonFile(index.string());
     if (!root.contains("weight_map") || !root["weight_map"].is_object()) {
       throw ModelLoadError(index.string() + ": has no \"weight_map\" object");
     }
@@ -120,8 +103,7 @@ std::map<std::string, at::Tensor> ReadCheckpoint(const std::string& dir,
   std::map<std::string, at::Tensor> tensors;
   for (const std::string& file : files) {
     const std::string path = ConfinedFile(dir, file);  // an index naming ../x is refused
-    *stored = StoredDType(path);
-    for (auto& [name, tensor] : LoadWeights(path)) {
+    for (auto& [name, tensor] : LoadWeights(path, stored)) {
       if (!tensors.emplace(name, std::move(tensor)).second) {
         throw ModelLoadError(path + ": tensor " + name + " is also in another shard");
       }
@@ -309,7 +291,7 @@ Imported ImportMarian(const HfConfig& hf, const std::string& dir, Renaming& ckpt
   c.special.bos = c.special.eos;  // Marian has no <s>
   c.special.pad = hf.Int("pad_token_id");
   c.special.decoder_start = hf.Int("decoder_start_token_id", c.special.pad);
-  const json vocab = ReadJson(ConfinedFile(dir, "vocab.json"));
+  const json vocab = ReadJsonFile(ConfinedFile(dir, "vocab.json"));
   if (!vocab.is_object() || !vocab.contains("<unk>") || !vocab["<unk>"].is_number_integer()) {
     throw ModelLoadError(dir + "/vocab.json: has no \"<unk>\" id");
   }

@@ -1,15 +1,14 @@
 #include "models/io/model_config.h"
 
 #include <algorithm>
-#include <fstream>
 #include <functional>
 #include <nlohmann/json.hpp>
 #include <set>
-#include <sstream>
 #include <type_traits>
 #include <utility>
 
 #include "models/errors.h"
+#include "models/io/text_file.h"
 
 namespace normserve {
 namespace {
@@ -530,11 +529,7 @@ ModelConfig ParseModelConfig(const std::string& json_text, const std::string& so
 }
 
 ModelConfig LoadModelConfig(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) throw ModelLoadError(path + ": cannot open");
-  std::stringstream text;
-  text << in.rdbuf();
-  return ParseModelConfig(text.str(), path);
+  return ParseModelConfig(ReadTextFile(path), path);
 }
 
 std::string ModelConfigToJson(const ModelConfig& c) {

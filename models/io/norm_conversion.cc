@@ -228,7 +228,8 @@ void ConvertModelDirectory(const std::string& input_dir, const std::string& outp
                          ": " + why);
   }
   const std::string weights_path = ConfinedFile(input_dir, "model.safetensors");
-  std::map<std::string, at::Tensor> weights = LoadWeights(weights_path);
+  safetensors::DType stored = safetensors::DType::kF32;
+  std::map<std::string, at::Tensor> weights = LoadWeights(weights_path, &stored);
   const ModelConfig converted = ConvertNorm(config, weights, target, weights_path);
 
   fs::create_directories(output_dir);
@@ -236,8 +237,7 @@ void ConvertModelDirectory(const std::string& input_dir, const std::string& outp
     fs::copy_file(ConfinedFile(input_dir, file), fs::path(output_dir) / file,
                   fs::copy_options::overwrite_existing);
   }
-  SaveWeights(output_dir + "/model.safetensors", weights,
-              dtype.value_or(StoredDType(weights_path)));
+  SaveWeights(output_dir + "/model.safetensors", weights, dtype.value_or(stored));
   // Last: a repository that watches output_dir sees a version complete only now.
   std::ofstream out(output_dir + "/config.json");
   out << ModelConfigToJson(converted);

@@ -24,15 +24,18 @@ at::ScalarType ToScalarType(safetensors::DType dtype) {
 
 }  // namespace
 
-std::map<std::string, at::Tensor> LoadWeights(const std::string& path) {
+std::map<std::string, at::Tensor> LoadWeights(const std::string& path, safetensors::DType* stored) {
   const safetensors::File file = safetensors::File::Open(path);
   std::map<std::string, at::Tensor> out;
+  std::optional<safetensors::DType> dtype;
   for (const auto& [name, view] : file.tensors()) {
+    dtype = dtype && *dtype != view.dtype ? safetensors::DType::kF32 : view.dtype;
     // from_blob over the file's bytes, then an owning float32 copy: the bytes can go.
     const at::Tensor mapped = at::from_blob(const_cast<uint8_t*>(view.data), view.shape,
                                             at::TensorOptions().dtype(ToScalarType(view.dtype)));
     out[name] = mapped.to(at::kFloat, /*non_blocking=*/false, /*copy=*/true);
   }
+  if (stored) *stored = dtype.value_or(safetensors::DType::kF32);
   return out;
 }
 
@@ -59,16 +62,6 @@ void SaveWeights(const std::string& path, const std::map<std::string, at::Tensor
                    static_cast<size_t>(c.nbytes())};
   }
   safetensors::Write(path, views, {{"format", "pt"}});
-}
-
-safetensors::DType StoredDType(const std::string& path) {
-  const safetensors::File file = safetensors::File::Open(path);
-  std::optional<safetensors::DType> dtype;
-  for (const auto& [name, view] : file.tensors()) {
-    if (dtype && *dtype != view.dtype) return safetensors::DType::kF32;
-    dtype = view.dtype;
-  }
-  return dtype.value_or(safetensors::DType::kF32);
 }
 
 }  // namespace normserve

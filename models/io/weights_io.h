@@ -10,16 +10,16 @@
 
 namespace normserve {
 
-// Reads every tensor of a safetensors file as float32 (the CPU compute dtype).
-std::map<std::string, at::Tensor> LoadWeights(const std::string& path);
+// Reads every tensor of a safetensors file as float32 (the CPU compute dtype). With
+// `stored`, also says the dtype the file stores them in (F32 when they differ), which the
+// tools that rewrite a model keep by default.
+std::map<std::string, at::Tensor> LoadWeights(const std::string& path,
+                                              safetensors::DType* stored = nullptr);
 
 // Throws ModelLoadError naming `source`, the first tensor that holds NaN or Inf values and
 // their count: such weights turn every output into NaN, which no request can be served from.
 void RequireFiniteWeights(const std::map<std::string, at::Tensor>& tensors,
                           const std::string& source);
-
-// The dtype the file stores its tensors in; F32 when they differ.
-safetensors::DType StoredDType(const std::string& path);
 
 // Writes the tensors converted to `dtype`.
 void SaveWeights(const std::string& path, const std::map<std::string, at::Tensor>& tensors,

@@ -2,13 +2,11 @@
 
 #include <dlfcn.h>
 
-#include <fstream>
 #include <mutex>
-#include <nlohmann/json.hpp>
-#include <sstream>
 #include <unordered_map>
 
 #include "models/errors.h"
+#include "models/io/text_file.h"
 #include "models/text/spm_api.h"
 
 #ifndef NORMSERVE_SPM_SHIM_BUILD_PATH
@@ -99,16 +97,7 @@ struct Tokenizer::Impl {
 };
 
 void Tokenizer::Impl::ReadVocabulary(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) throw ModelLoadError(path + ": cannot open the vocabulary");
-  std::stringstream text;
-  text << in.rdbuf();
-  nlohmann::json root;
-  try {
-    root = nlohmann::json::parse(text.str());
-  } catch (const nlohmann::json::exception& e) {
-    throw ModelLoadError(path + ": not valid JSON: " + e.what());
-  }
+  const nlohmann::json root = ReadJsonFile(path);
   if (!root.is_object() || root.empty()) {
     throw ModelLoadError(path + ": must be a JSON object {\"piece\": id, ...}");
   }

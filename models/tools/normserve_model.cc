@@ -2,10 +2,8 @@
 // `convert` writes a Pre-LN model's lossless Pre-RMSNorm or Pre-CRMSNorm equivalent; `import`
 // turns a Hugging Face model directory into one.
 #include <CLI/CLI.hpp>
-#include <fstream>
 #include <iostream>
 #include <optional>
-#include <sstream>
 #include <string>
 
 #include "common/command_line.h"
@@ -13,6 +11,7 @@
 #include "models/io/hf_import.h"
 #include "models/io/model_init.h"
 #include "models/io/norm_conversion.h"
+#include "models/io/text_file.h"
 
 namespace {
 
@@ -43,14 +42,6 @@ constexpr char kFooter[] =
     R"(`normserve-model COMMAND --help` lists a command's flags. Every flag can also come from its
 environment variable (shown as env); a flag wins.
 Exit codes: 0 written, 1 refused or failed, 2 usage error.)";
-
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) throw normserve::ModelLoadError(path + ": cannot open");
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
 
 normserve::safetensors::DType ParseDType(const std::string& value) {
   if (value == "f16") return normserve::safetensors::DType::kF16;
@@ -137,7 +128,7 @@ std::string Import(const Commands& c) {
 }
 
 std::string Init(Commands* c) {
-  c->init.config_json = ReadFile(c->config_path);
+  c->init.config_json = normserve::ReadTextFile(c->config_path);
   c->init.dtype = ParseDType(c->init_dtype);
   normserve::InitModelDirectory(c->init);
   return c->init.out_dir;
