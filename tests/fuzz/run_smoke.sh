@@ -26,6 +26,7 @@ build() {
   clang++ "${flags[@]}" "$here/safetensors_fuzz.cc" "$root/models/io/safetensors.cc" \
     -o "$out/safetensors_fuzz" &
   clang++ "${flags[@]}" "$here/config_json_fuzz.cc" "$root/models/io/model_config.cc" \
+    "$root/models/io/text_file.cc" \
     "$root/models/norm/norm_config.cc" -o "$out/config_json_fuzz" &
   wait
   clang++ "${flags[@]}" "$here/model_json_fuzz.cc" "$root/server/model_json.cc" \
